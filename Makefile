@@ -1,0 +1,41 @@
+# Two entry points: `make train` (set up, then run the main job) and `make test` (set up, then test).
+# Setup creates .venv once and reinstalls only when pyproject.toml or constraints.txt change.
+# torch is pinned to the CPU wheel here (constraints.txt); GPU machines use `pip install -e .[gpu]`.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXAMPLE_PLUGIN := deploy/examples/agrpo_example_reward
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup train test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> setting up $(VENV) (CPU torch from constraints.txt)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	if [ -f $(EXAMPLE_PLUGIN)/pyproject.toml ]; then \
+		$(BIN)/python -m pip install -q -c constraints.txt -e $(EXAMPLE_PLUGIN); fi
+	touch $(STAMP)
+
+train: setup
+	$(BIN)/agrpo sample --model tiny --prompt "3 5 7 = 22" --prompt "1 2 3 = 6" \
+		--gen-length 32 --block-length 8 --steps 16 --temperature 1.0 --output runs/sample/out.jsonl
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q -ra
+
+bench: setup
+	for f in tests/benchmarks/bench_*.py; do echo "==> $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""`agrpo config show|validate`: print the resolved config or check a file."""
+
+from __future__ import annotations
+
+import argparse
+
+from common.config import dump_config, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("config", help="Show the resolved config or validate a config file.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="Print the resolved config (defaults, file, overrides) as YAML.")
+    show.add_argument("--config", help="YAML config file.")
+    show.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
+    validate = actions.add_parser("validate", help="Check a config file against the schema.")
+    validate.add_argument("file", help="YAML config file.")
+    validate.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        print(dump_config(load_config(args.config, args.overrides)), end="")
+    else:
+        load_config(args.file, args.overrides)
+        print(f"{args.file}: valid")
+    return 0

@@ -1,0 +1,200 @@
+"""A LLaDA-architecture mask predictor, readable in one sitting.
+
+The module tree and parameter names follow the public LLaDA-8B checkpoint (`model.transformer.wte`,
+`blocks.{i}.q_proj`, `attn_out`, `ff_proj`, `up_proj`, `ff_out`, `ln_f`), so a LLaDA-format directory
+loads into this class without renaming and LoRA target names from the released recipe apply as they are.
+Attention is bidirectional (no causal mask): the predictor sees masked future positions, which is what
+makes it a diffusion model rather than an autoregressive one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+
+class LLaDAConfig(PretrainedConfig):
+    """The `config.json` keys of the public LLaDA checkpoints (only those that shape the model)."""
+
+    model_type = "llada"
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_kv_heads: int | None = None,
+        n_layers: int = 4,
+        mlp_hidden_size: int = 384,
+        vocab_size: int = 128,
+        embedding_size: int | None = None,
+        max_sequence_length: int = 256,
+        rope_theta: float = 10000.0,
+        rms_norm_eps: float = 1e-5,
+        include_bias: bool = False,
+        include_qkv_bias: bool = False,
+        weight_tying: bool = False,
+        init_std: float = 0.02,
+        mask_token_id: int = 126336,
+        eos_token_id: int = 126081,
+        pad_token_id: int = 126081,
+        **kwargs,
+    ) -> None:
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads if n_kv_heads is not None else n_heads
+        self.n_layers = n_layers
+        self.mlp_hidden_size = mlp_hidden_size
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size if embedding_size is not None else vocab_size
+        self.max_sequence_length = max_sequence_length
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.include_bias = include_bias
+        self.include_qkv_bias = include_qkv_bias
+        self.weight_tying = weight_tying
+        self.init_std = init_std
+        self.mask_token_id = mask_token_id
+        super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 so bf16 runs match float32 ones closely.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+def rotary_tables(
+    positions: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape (B, 1, S, head_dim) for per-row positions (so left padding does not shift them)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class LLaDABlock(nn.Module):
+    """Pre-norm block: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        d, h, kv = config.d_model, config.n_heads, config.n_kv_heads
+        self.n_heads, self.n_kv_heads, self.head_dim = h, kv, d // h
+        qkv_bias = config.include_bias or config.include_qkv_bias
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, kv * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, kv * self.head_dim, bias=qkv_bias)
+        self.attn_out = nn.Linear(d, d, bias=config.include_bias)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=config.include_bias)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=config.include_bias)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        b, s, _ = x.shape
+        hx = self.attn_norm(x)
+        q = self.q_proj(hx).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hx).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hx).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if self.n_kv_heads != self.n_heads:
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False)
+        x = x + self.attn_out(att.transpose(1, 2).reshape(b, s, -1))
+        hx = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(hx)) * self.up_proj(hx))
+
+
+class LLaDATransformer(nn.Module):
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.embedding_size, config.d_model),
+                "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+                "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
+            }
+        )
+        if not config.weight_tying:
+            self.transformer["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=False)
+
+
+class LLaDAModelLM(PreTrainedModel):
+    """Mask predictor: token ids (with MASK at unknown positions) -> logits at every position."""
+
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    _no_split_modules = ("LLaDABlock",)
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__(config)
+        self.model = LLaDATransformer(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer["wte"]
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer["wte"] = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **_: object,
+    ) -> MaskedLMOutput:
+        """`attention_mask` (B, S) marks real tokens (1) and padding (0); padding is never attended to.
+
+        Positions count real tokens only, so a left-padded row gets the same logits as the unpadded row:
+        the learner can batch trajectories with different padding than the rollout used.
+        """
+        t = self.model.transformer
+        x = t["wte"](input_ids)
+        key_mask = None
+        if attention_mask is not None:
+            mask = attention_mask.bool()
+            if position_ids is None:
+                position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            key_mask = mask[:, None, None, :]
+        elif position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        rope = rotary_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
+        for block in t["blocks"]:
+            x = block(x, rope, key_mask)
+        x = t["ln_f"](x)
+        head = t["wte"].weight if self.config.weight_tying else t["ff_out"].weight
+        logits = F.linear(x, head)[..., : self.config.vocab_size]
+        return MaskedLMOutput(logits=logits)

@@ -1,0 +1,164 @@
+"""The compact trajectory record of the diffusion sampler.
+
+A rollout is a Markov chain of unmasking steps. Recording, per completion position, the step at which
+it was committed (`unmask_step`) identifies every intermediate state exactly: x_t is the completion with
+every position whose unmask_step >= t replaced by MASK. States are rebuilt from this, never stored, so a
+record costs O(C) (or O(C * top_k) with truncation) per trajectory instead of O(C * vocab).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.config import SamplerConfig
+
+NO_TOKEN = -1
+"""Padding value of `allowed_ids` rows that hold fewer ids than the widest row."""
+
+
+@dataclass
+class TrajectoryBatch:
+    """B trajectories sampled with one sampler setting; arrays are numpy so Ray ships them cheaply.
+
+    `allowed_ids[b, j]` lists the token ids that survived top-k/top-p truncation when position j was
+    committed (padded with NO_TOKEN); it is None when sampling used no truncation. Positions filled with
+    EOS by the early exit are flagged in `filled`: they were not sampled, carry no log-prob and are
+    committed at a step after the last non-EOS commit, so no loss term ever includes them.
+    """
+
+    prompt_ids: list[np.ndarray]
+    completion_ids: np.ndarray
+    unmask_step: np.ndarray
+    logprob: np.ndarray
+    entropy: np.ndarray
+    filled: np.ndarray
+    allowed_ids: np.ndarray | None
+    sampler: SamplerConfig
+    mask_id: int
+    eos_id: int
+
+    def __post_init__(self) -> None:
+        b, c = self.completion_ids.shape
+        if len(self.prompt_ids) != b:
+            raise ValueError(f"{len(self.prompt_ids)} prompts for {b} completions")
+        for name in ("unmask_step", "logprob", "entropy", "filled"):
+            if getattr(self, name).shape != (b, c):
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {(b, c)}")
+        if self.allowed_ids is not None and self.allowed_ids.shape[:2] != (b, c):
+            raise ValueError(f"allowed_ids has shape {self.allowed_ids.shape}, expected ({b}, {c}, K)")
+
+    @property
+    def size(self) -> int:
+        return int(self.completion_ids.shape[0])
+
+    @property
+    def gen_length(self) -> int:
+        return int(self.completion_ids.shape[1])
+
+    @property
+    def num_steps(self) -> int:
+        return self.sampler.steps
+
+    def last_step(self) -> np.ndarray:
+        """L_i: the last step that committed a non-EOS token (0 for an all-EOS completion)."""
+        non_eos = (self.completion_ids != self.eos_id) & ~self.filled
+        steps = np.where(non_eos, self.unmask_step.astype(np.int64), -1)
+        return np.maximum(steps.max(axis=1), 0)
+
+    def step_entropy(self) -> np.ndarray:
+        """(B, N) sum of rollout entropies of the tokens committed at each step (entropy sampling)."""
+        out = np.zeros((self.size, self.num_steps), dtype=np.float64)
+        rows = np.repeat(np.arange(self.size), self.gen_length)
+        steps = self.unmask_step.reshape(-1).astype(np.int64)
+        ent = np.where(self.filled, 0.0, self.entropy).reshape(-1)
+        keep = (steps >= 0) & (steps < self.num_steps)
+        np.add.at(out, (rows[keep], steps[keep]), ent[keep])
+        return out
+
+    def state_at(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Completion tokens x_t of `rows` at `steps`: positions committed at or after t are MASK."""
+        unmask = self.unmask_step[rows].astype(np.int64)
+        return np.where(unmask >= steps[:, None], self.mask_id, self.completion_ids[rows])
+
+    def nbytes(self) -> int:
+        """Bytes of the record's arrays (what a Ray transfer moves, give or take pickling)."""
+        arrays = [self.completion_ids, self.unmask_step, self.logprob, self.entropy, self.filled]
+        arrays += list(self.prompt_ids)
+        if self.allowed_ids is not None:
+            arrays.append(self.allowed_ids)
+        return int(sum(a.nbytes for a in arrays))
+
+    def select(self, rows: np.ndarray | list[int]) -> TrajectoryBatch:
+        """A batch of a subset of rows, in the given order."""
+        idx = np.asarray(rows, dtype=np.int64)
+        return TrajectoryBatch(
+            prompt_ids=[self.prompt_ids[i] for i in idx],
+            completion_ids=self.completion_ids[idx],
+            unmask_step=self.unmask_step[idx],
+            logprob=self.logprob[idx],
+            entropy=self.entropy[idx],
+            filled=self.filled[idx],
+            allowed_ids=None if self.allowed_ids is None else self.allowed_ids[idx],
+            sampler=self.sampler,
+            mask_id=self.mask_id,
+            eos_id=self.eos_id,
+        )
+
+    @staticmethod
+    def concat(batches: list[TrajectoryBatch]) -> TrajectoryBatch:
+        """Stack batches sampled with the same settings (e.g. groups for one learner step)."""
+        first = batches[0]
+        for b in batches[1:]:
+            if b.sampler != first.sampler or b.gen_length != first.gen_length:
+                raise ValueError("cannot concatenate trajectories sampled with different settings")
+        allowed = None
+        if first.allowed_ids is not None:
+            width = max(b.allowed_ids.shape[2] for b in batches)  # type: ignore[union-attr]
+            allowed = np.concatenate(
+                [
+                    np.pad(
+                        b.allowed_ids,  # type: ignore[arg-type]
+                        ((0, 0), (0, 0), (0, width - b.allowed_ids.shape[2])),  # type: ignore[union-attr]
+                        constant_values=NO_TOKEN,
+                    )
+                    for b in batches
+                ]
+            )
+        return TrajectoryBatch(
+            prompt_ids=[p for b in batches for p in b.prompt_ids],
+            completion_ids=np.concatenate([b.completion_ids for b in batches]),
+            unmask_step=np.concatenate([b.unmask_step for b in batches]),
+            logprob=np.concatenate([b.logprob for b in batches]),
+            entropy=np.concatenate([b.entropy for b in batches]),
+            filled=np.concatenate([b.filled for b in batches]),
+            allowed_ids=allowed,
+            sampler=first.sampler,
+            mask_id=first.mask_id,
+            eos_id=first.eos_id,
+        )
+
+
+@dataclass
+class RolloutGroup:
+    """G completions of one prompt, sampled on one worker with one weight version."""
+
+    prompt_index: int
+    trajectories: TrajectoryBatch
+    weight_version: int
+    seed: int
+    reference: dict[str, Any] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+    rewards: np.ndarray | None = None
+    reward_errors: list[str | None] = field(default_factory=list)
+
+
+def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: float = 1e-4) -> torch.Tensor:
+    """A_i = R_i - mean_group(R), optionally / std; rewards has shape (num_groups, G)."""
+    adv = rewards - rewards.mean(dim=-1, keepdim=True)
+    if scale_by_std:
+        adv = adv / (rewards.std(dim=-1, keepdim=True) + eps)
+    return adv

@@ -1,0 +1,97 @@
+"""The config schema: defaults, YAML + overrides, and one-line errors that name field, value and rule."""
+
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import main
+from common.config import Config, dump_config, load_config
+from common.errors import ConfigError
+
+
+def test_defaults_validate_and_every_field_is_described() -> None:
+    config = load_config()
+    assert config.sampler.gen_length % config.sampler.block_length == 0
+
+    def walk(model: type) -> None:
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Config.__mro__[1]):
+                walk(annotation)
+
+    walk(Config)
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 3\nsampler:\n  gen_length: 64\n  block_length: 16\n  steps: 32\n")
+    config = load_config(path, ["sampler.temperature=0.6", "algorithm.k=all", "learner.lr=1e-5"])
+    assert config.seed == 3
+    assert config.sampler.gen_length == 64
+    assert config.sampler.temperature == 0.6
+    assert config.algorithm.k == "all"
+    assert config.learner.lr == 1e-5
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    config = load_config(None, ["sampler.top_k=5", "learner.lora.enabled=true"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["sampler.block_length=7"], "sampler.block_length = 7: must divide gen_length = 32"),
+        (
+            ["sampler.block_length=8", "sampler.steps=6"],
+            "sampler.steps = 6: must be divisible by the number of blocks",
+        ),
+        (["algorithm.k=40"], "algorithm.k = 40: must be at most sampler.steps = 16"),
+        (["sampler.gen_length=abc"], "sampler.gen_length = 'abc': Input should be a valid integer"),
+        (["sampler.colour=red"], "sampler.colour: unknown key"),
+        (["learner.lr=-1"], "learner.lr = -1: Input should be greater than 0"),
+        (["algorithm.k=0"], "algorithm.k = 0: must be at least 1"),
+        (["sampler.remasking=best"], "sampler.remasking = 'best': Input should be"),
+        (["learner.world_size=3"], "learner.groups_per_step = 16: must be divisible by world_size"),
+        (["sampler.temperature=0"], "sampler.temperature = 0: training rollouts need temperature > 0"),
+        (["nokey"], "expected key.sub=value"),
+    ],
+)
+def test_bad_values_name_field_value_and_rule(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampler: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(scalar)
+
+
+def test_cli_show_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "sampler.steps=8"]) == 0
+    assert "steps: 8" in capsys.readouterr().out
+    good = tmp_path / "good.yaml"
+    good.write_text("learner:\n  steps: 3\n")
+    assert main(["config", "validate", str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampler:\n  block_length: 5\n")
+    assert main(["config", "validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "sampler.block_length = 5" in err
+    assert "Traceback" not in err
