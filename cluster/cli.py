@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="agrpo", description="AGRPO post-training for diffusion language models on Ray."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         importlib.import_module(module).register(sub)
     return parser
 

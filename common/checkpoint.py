@@ -1,0 +1,176 @@
+"""Checkpoint directories written atomically and read without pickle.
+
+A checkpoint is a directory `step-NNNNNNNN` holding safetensors files (tensors) and JSON files (everything
+else), plus `manifest.json` with the SHA-256 of every file. It is written under a temporary name and
+renamed into place, so a crash never leaves a half-written checkpoint that looks like the latest; a file
+that changed after writing fails its checksum and the checkpoint is refused with a message that says so.
+
+Nested states (optimizer, scheduler, RNG) are split into a JSON skeleton and a flat tensor table, so no
+loader ever has to unpickle anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from common.errors import CheckpointError
+
+MANIFEST = "manifest.json"
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+_TENSOR = "__tensor__"
+_TUPLE = "__tuple__"
+_INTKEYS = "__intkeys__"
+
+
+def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested state into a JSON skeleton and named tensors (torch state_dicts use int keys)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any, path: str) -> Any:
+        if isinstance(node, torch.Tensor):
+            tensors[path] = node.detach().cpu().contiguous()
+            return {_TENSOR: path}
+        if isinstance(node, dict):
+            if all(isinstance(k, int) for k in node) and node:
+                return {_INTKEYS: [[k, walk(v, f"{path}.{k}")] for k, v in node.items()]}
+            if not all(isinstance(k, str) for k in node):
+                raise CheckpointError(f"state key types {sorted({type(k).__name__ for k in node})} at {path}")
+            return {k: walk(v, f"{path}.{k}") for k, v in node.items()}
+        if isinstance(node, tuple):
+            return {_TUPLE: [walk(v, f"{path}.{i}") for i, v in enumerate(node)]}
+        if isinstance(node, list):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(node)]
+        if node is None or isinstance(node, bool | int | float | str):
+            return node
+        raise CheckpointError(f"cannot store a {type(node).__name__} at {path} without pickle")
+
+    return walk(obj, prefix), tensors
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `flatten_state`."""
+    if isinstance(skeleton, dict):
+        if _TENSOR in skeleton:
+            return tensors[skeleton[_TENSOR]]
+        if _TUPLE in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton[_TUPLE])
+        if _INTKEYS in skeleton:
+            return {int(k): unflatten_state(v, tensors) for k, v in skeleton[_INTKEYS]}
+        return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def save_state(directory: Path, name: str, state: Any) -> None:
+    """`name.json` (skeleton) and, if the state holds tensors, `name.safetensors`."""
+    skeleton, tensors = flatten_state(state)
+    (directory / f"{name}.json").write_text(json.dumps(skeleton))
+    if tensors:
+        save_file(tensors, str(directory / f"{name}.safetensors"))
+
+
+def load_state(directory: Path, name: str) -> Any:
+    path = directory / f"{name}.json"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {directory}: missing {name}.json")
+    tensor_file = directory / f"{name}.safetensors"
+    tensors = load_file(str(tensor_file)) if tensor_file.is_file() else {}
+    return unflatten_state(json.loads(path.read_text()), tensors)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+Writer = Callable[[Path], None]
+
+
+def write_checkpoint(
+    root: Path, step: int, parts: dict[str, Any | Writer], keep_last: int | None = None
+) -> Path:
+    """Write `parts` as one checkpoint directory.
+
+    A part is either a state (stored by `save_state`) or a writer called with the subdirectory `name/`,
+    which is how the model goes in as an HF `save_pretrained` directory that `from_pretrained` reads.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=root))
+    try:
+        for name, state in parts.items():
+            if callable(state):
+                (tmp / name).mkdir()
+                state(tmp / name)
+            else:
+                save_state(tmp, name, state)
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        manifest = {"step": step, "files": {f: _sha256(tmp / f) for f in files}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        final = root / step_dir_name(step)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep_last:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints (those with a manifest), oldest first; temporary directories are ignored."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def verify_checkpoint(directory: Path) -> dict[str, Any]:
+    """Check presence and checksums of every file listed in the manifest; return the manifest."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint {directory}: no {MANIFEST} (incomplete or not a checkpoint)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {directory}: {MANIFEST} is malformed") from None
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {directory}: missing {name}")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"checkpoint {directory}: {name} is corrupt (checksum mismatch)")
+    return manifest
+
+
+def read_checkpoint(directory: Path, names: list[str]) -> dict[str, Any]:
+    """Verify the whole checkpoint, then load the requested parts."""
+    verify_checkpoint(directory)
+    return {name: load_state(directory, name) for name in names}
