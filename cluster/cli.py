@@ -16,6 +16,7 @@ COMMANDS = {
     "config": "cluster.commands.config",
     "sample": "cluster.commands.sample",
     "score": "cluster.commands.score",
+    "generate": "cluster.commands.generate",
 }
 
 

@@ -28,9 +28,7 @@ class StalenessGate:
         """True if the group may train the learner now; every call is counted exactly once."""
         staleness = learner_version - group_version
         if staleness < 0:
-            raise ValueError(
-                f"group weight_version {group_version} is newer than learner version {learner_version}"
-            )
+            raise ValueError(f"group weight_version {group_version} is newer than learner version {learner_version}")
         self.histogram[staleness] += 1
         if staleness <= self.max_staleness:
             self.accepted += 1

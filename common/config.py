@@ -76,13 +76,16 @@ class SamplerConfig(Section):
         "random", description="Which positions to commit each step; training uses `random` (exact gradient)."
     )
     batch_size: int = Field(64, gt=0, description="Sequences per sampler forward pass.")
+    early_exit: bool = Field(
+        True,
+        description="Once a row's block is all EOS, fill the rest of its completion with EOS and stop "
+        "running the model on it (saves forward passes; filled tokens carry no log-prob and no loss).",
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> SamplerConfig:
         if self.gen_length % self.block_length:
-            raise ValueError(
-                f"block_length = {self.block_length}: must divide gen_length = {self.gen_length}"
-            )
+            raise ValueError(f"block_length = {self.block_length}: must divide gen_length = {self.gen_length}")
         blocks = self.gen_length // self.block_length
         if self.steps % blocks:
             raise ValueError(
@@ -161,9 +164,7 @@ class LearnerConfig(Section):
     steps: int = Field(100, gt=0, description="Optimizer steps of the run.")
     groups_per_step: int = Field(16, gt=0, description="Prompt groups per optimizer step (global batch).")
     grad_accumulation: int = Field(1, gt=0, description="Gradient accumulation steps per optimizer step.")
-    micro_batch_size: int = Field(
-        64, gt=0, description="(trajectory, timestep) rows packed into one forward/backward."
-    )
+    micro_batch_size: int = Field(64, gt=0, description="(trajectory, timestep) rows packed into one forward/backward.")
     lr: float = Field(2e-4, gt=0.0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
@@ -213,7 +214,7 @@ class DataConfig(Section):
         "countdown", description="Task: decides the grader, reference fields and prompt template."
     )
     path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
-    format: Literal["auto", "jsonl", "json", "parquet", "hf_disk"] = Field(
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
         "auto", description="File format; `auto` picks it from the suffix."
     )
     fields: dict[str, str] = Field(
@@ -236,7 +237,9 @@ class ClusterConfig(Section):
     address: str | None = Field(
         None, description="Ray address to connect to; none = `auto` under a job, otherwise a local cluster."
     )
-    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started by the driver.")
+    namespace: str = Field("agrpo", description="Ray namespace of the run's named actors (one run per namespace).")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started by the driver (none = all).")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster started by the driver (none = all).")
     gpus_per_rollout_worker: float = Field(0.0, ge=0.0, description="GPUs per rollout worker (0 = CPU).")
     gpus_per_learner: float = Field(0.0, ge=0.0, description="GPUs per learner rank (0 = CPU).")
     cpus_per_rollout_worker: float = Field(0.5, gt=0.0, description="CPUs reserved per rollout worker.")
@@ -254,9 +257,7 @@ class CheckpointConfig(Section):
 
     every_steps: int = Field(50, gt=0, description="Write a checkpoint every n optimizer steps (and at the end).")
     keep_last: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
-    resume: str = Field(
-        "never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory."
-    )
+    resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
 
 
 class MetricsConfig(Section):
@@ -288,8 +289,7 @@ class Config(Section):
         k = self.algorithm.k
         if isinstance(k, int) and k > self.sampler.steps:
             raise ValueError(
-                f"algorithm.k = {k}: must be at most sampler.steps = {self.sampler.steps} "
-                "(use `all` for the exact sum)"
+                f"algorithm.k = {k}: must be at most sampler.steps = {self.sampler.steps} (use `all` for the exact sum)"
             )
         if self.algorithm.name == "agrpo" and self.sampler.temperature == 0:
             raise ValueError(

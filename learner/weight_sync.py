@@ -43,14 +43,17 @@ class WeightSyncError(RuntimeError):
     """A received bucket did not match its checksum, or the layouts of sender and receiver differ."""
 
 
+def backend_for(device: torch.device) -> str:
+    """NCCL between GPUs, its gloo twin on CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def create_group(
     backend: str, host: str, port: int, rank: int, world_size: int, generation: int, timeout_s: float = 300.0
 ) -> dist.ProcessGroup:
     """Rank 0 (the learner) hosts the store; a new generation gets a fresh prefix on the same store."""
     timeout = timedelta(seconds=timeout_s)
-    store = dist.TCPStore(
-        host, port, world_size, is_master=rank == 0, timeout=timeout, wait_for_workers=False
-    )
+    store = dist.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout, wait_for_workers=False)
     prefixed = dist.PrefixStore(f"agrpo-weights-{generation}", store)
     if backend == "gloo":
         return dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
@@ -170,9 +173,7 @@ def receive_weights(
         _broadcast(group, flat)
         total += flat.numel() * flat.element_size()
         if problem is None and not torch.equal(tensor_checksum(flat), expected):
-            problem = (
-                f"version {version}: checksum mismatch in the bucket starting at {params[indices[0]][0]}"
-            )
+            problem = f"version {version}: checksum mismatch in the bucket starting at {params[indices[0]][0]}"
         if problem is None:
             with torch.no_grad():
                 for t, chunk in zip(tensors, _split(flat, tensors), strict=True):

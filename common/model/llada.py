@@ -9,25 +9,71 @@ makes it a diffusion model rather than an autoregressive one.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
+# Settings of the public LLaDA code that this file implements one way only (the LLaDA-8B way). Any other
+# value builds a different network, so such a checkpoint is refused instead of being loaded wrongly.
+FIXED_SETTINGS: dict[str, object] = {
+    "block_type": "llama",
+    "activation_type": "silu",
+    "layer_norm_type": "rms",
+    "layer_norm_with_affine": True,
+    "rope": True,
+    "rope_full_precision": True,
+    "alibi": False,
+    "attention_layer_norm": False,
+    "input_emb_norm": False,
+    "scale_logits": False,
+    "block_group_size": 1,
+}
+
+
+def unsupported_settings(values: dict[str, Any]) -> list[str]:
+    """`key = value (supported: ...)` for each setting in `values` that this implementation cannot build."""
+    problems = [
+        f"{key} = {values[key]!r} (supported: {want!r})"
+        for key, want in FIXED_SETTINGS.items()
+        if key in values and values[key] != want
+    ]
+    # The public code gives norms a bias when bias_for_layer_norm is true, or unset and include_bias is true.
+    norm_bias = values.get("bias_for_layer_norm")
+    if norm_bias is None:
+        norm_bias = values.get("include_bias", False)
+    if norm_bias:
+        problems.append("layer-norm bias (bias_for_layer_norm / include_bias) = true (supported: false)")
+    return problems
+
 
 class LLaDAConfig(PretrainedConfig):
-    """The `config.json` keys of the public LLaDA checkpoints (only those that shape the model)."""
+    """The `config.json` keys of the public LLaDA checkpoints, with the LLaDA-8B meaning of each.
+
+    Saving writes the FIXED_SETTINGS keys too, so a directory we save is itself a complete LLaDA-format
+    checkpoint (the public modeling code would build the same network from it).
+    """
 
     model_type = "llada"
+    # The generic names that DeepSpeed ("auto" bucket sizes), PEFT and transformers utilities look up.
+    attribute_map: ClassVar[dict[str, str]] = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "n_heads",
+        "num_hidden_layers": "n_layers",
+    }
 
     def __init__(
         self,
         d_model: int = 128,
         n_heads: int = 4,
         n_kv_heads: int | None = None,
+        multi_query_attention: bool | None = None,
         n_layers: int = 4,
-        mlp_hidden_size: int = 384,
+        mlp_hidden_size: int | None = None,
+        mlp_ratio: int = 4,
         vocab_size: int = 128,
         embedding_size: int | None = None,
         max_sequence_length: int = 256,
@@ -40,13 +86,27 @@ class LLaDAConfig(PretrainedConfig):
         mask_token_id: int = 126336,
         eos_token_id: int = 126081,
         pad_token_id: int = 126081,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
+        for key, value in FIXED_SETTINGS.items():
+            kwargs.setdefault(key, value)
+        problems = unsupported_settings({**kwargs, "include_bias": include_bias})
+        if multi_query_attention and n_kv_heads not in (None, 1):
+            problems.append(f"multi_query_attention = true with n_kv_heads = {n_kv_heads} (must be 1)")
+        kv_heads = 1 if multi_query_attention else (n_kv_heads or n_heads)
+        if d_model % n_heads or n_heads % kv_heads:
+            problems.append(f"d_model {d_model}, n_heads {n_heads}, n_kv_heads {kv_heads} do not divide")
+        if embedding_size is not None and embedding_size < vocab_size:
+            problems.append(f"embedding_size {embedding_size} < vocab_size {vocab_size}")
+        if problems:
+            raise ValueError("unsupported LLaDA config: " + "; ".join(problems))
         self.d_model = d_model
         self.n_heads = n_heads
-        self.n_kv_heads = n_kv_heads if n_kv_heads is not None else n_heads
+        self.n_kv_heads = kv_heads
+        self.multi_query_attention = multi_query_attention
         self.n_layers = n_layers
-        self.mlp_hidden_size = mlp_hidden_size
+        self.mlp_ratio = mlp_ratio
+        self.mlp_hidden_size = mlp_hidden_size if mlp_hidden_size is not None else mlp_ratio * d_model
         self.vocab_size = vocab_size
         self.embedding_size = embedding_size if embedding_size is not None else vocab_size
         self.max_sequence_length = max_sequence_length
@@ -67,15 +127,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 so bf16 runs match float32 ones closely.
+        # As the public code: normalise in float32, cast back, then scale in the model dtype, so bf16
+        # logits match the reference implementation's rounding.
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        return self.weight * normed
 
 
-def rotary_tables(
-    positions: torch.Tensor, head_dim: int, theta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of shape (B, 1, S, head_dim) for per-row positions (so left padding does not shift them)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
     freqs = positions.float()[..., None] * inv_freq
@@ -136,7 +195,7 @@ class LLaDATransformer(nn.Module):
             }
         )
         if not config.weight_tying:
-            self.transformer["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=False)
+            self.transformer["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=config.include_bias)
 
 
 class LLaDAModelLM(PreTrainedModel):
@@ -179,7 +238,10 @@ class LLaDAModelLM(PreTrainedModel):
         """`attention_mask` (B, S) marks real tokens (1) and padding (0); padding is never attended to.
 
         Positions count real tokens only, so a left-padded row gets the same logits as the unpadded row:
-        the learner can batch trajectories with different padding than the rollout used.
+        the learner can batch trajectories with different padding than the rollout used. (Versions of the public
+        LLaDA code add a causal bias whenever the mask holds a 0; a mask predictor must stay bidirectional,
+        so here the mask only hides padding keys. RoPE is relative, so the shifted positions do not change
+        any attention score between real tokens.)
         """
         t = self.model.transformer
         x = t["wte"](input_ids)
@@ -195,6 +257,8 @@ class LLaDAModelLM(PreTrainedModel):
         for block in t["blocks"]:
             x = block(x, rope, key_mask)
         x = t["ln_f"](x)
-        head = t["wte"].weight if self.config.weight_tying else t["ff_out"].weight
-        logits = F.linear(x, head)[..., : self.config.vocab_size]
+        logits = F.linear(x, t["wte"].weight) if self.config.weight_tying else t["ff_out"](x)
+        # Rows past vocab_size are padding of the embedding matrix, never real tokens: drop them so no
+        # sampler can pick one.
+        logits = logits[..., : self.config.vocab_size]
         return MaskedLMOutput(logits=logits)

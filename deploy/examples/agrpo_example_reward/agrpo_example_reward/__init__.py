@@ -1,0 +1,1 @@
+"""Example agrpo reward plugin package (see README.md)."""

@@ -1,0 +1,267 @@
+"""Reward plugins by name, resolved and checked once at start-up.
+
+A reward is a function, a callable object, or a class whose instances are callable (created once
+with no arguments), called as `fn(completion, reference, **kwargs)` and returning a float or a
+`RewardResult`. It gets a name in one of three ways: `@reward("name")` in a module listed in
+`rewards.modules`, an entry point in the `agrpo.rewards` group of an installed package, or a dotted
+path `package.module:function` written directly as the plugin name. The built-in tasks are names
+too, mapped to `rewards.tasks.<task>:reward` and imported only when used.
+
+Everything that can be wrong with a plugin (unknown or twice-registered name, import failure, a
+signature that cannot take the completion, the reference and the configured kwargs) is a one-line
+`ConfigError` from `build_reward_fn`, so a run fails before its first rollout rather than at step
+500. The combined scorer pickles as its spec, and the receiving process (a Ray actor, a sandbox
+child) resolves the names again itself: no function object or closure has to survive pickling.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from common.config import RewardsConfig
+from common.errors import ConfigError
+from rewards.outcomes import PluginOutcome, call_plugin, combine, describe_exception
+from rewards.types import RewardResult
+
+ENTRY_POINT_GROUP = "agrpo.rewards"
+BUILTIN_TASKS: dict[str, str] = {
+    task: f"rewards.tasks.{task}:reward" for task in ("arithmetic", "countdown", "gsm8k", "math", "sudoku")
+}
+
+T = TypeVar("T")
+_DECORATED: dict[str, Any] = {}
+
+
+def _origin(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip() or ":" in name or name != name.strip():
+        raise ConfigError(
+            f"reward name {name!r}: must be a non-empty string without ':' or surrounding spaces "
+            "(':' marks a dotted path package.module:function)"
+        )
+
+
+def reward(name: str) -> Callable[[T], T]:
+    """Register a reward function or class under `name` when its module is imported.
+
+    Registering the same object again (a module reloaded) is harmless; a different object under a
+    taken name is an error at import, naming both, so two plugins never silently shadow each other.
+    """
+    _check_name(name)
+
+    def register(obj: T) -> T:
+        previous = _DECORATED.get(name)
+        if previous is not None and _origin(previous) != _origin(obj):
+            raise ConfigError(f"reward name {name!r}: registered twice, by {_origin(previous)} and {_origin(obj)}")
+        _DECORATED[name] = obj
+        return obj
+
+    return register
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a name comes from: the target `module:attr` identifies it, `load` produces the object."""
+
+    kind: str
+    target: str
+    load: Callable[[], Any]
+
+
+def _load_target(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _add(table: dict[str, _Source], name: str, source: _Source) -> None:
+    _check_name(name)
+    previous = table.get(name)
+    if previous is not None and previous.target != source.target:
+        raise ConfigError(
+            f"reward name {name!r}: registered twice, by {previous.kind} {previous.target} "
+            f"and {source.kind} {source.target}"
+        )
+    table.setdefault(name, source)
+
+
+def available_rewards() -> dict[str, _Source]:
+    """Every registered name (built-in, entry point, decorator), rejecting a name claimed twice."""
+    table: dict[str, _Source] = {}
+    for name, target in BUILTIN_TASKS.items():
+        _add(table, name, _Source("built-in", target, lambda t=target: _load_target(t)))
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = f" (package {ep.dist.name})" if ep.dist is not None else ""
+        _add(table, ep.name, _Source(f"entry point{dist}", ep.value, ep.load))
+    for name, obj in _DECORATED.items():
+        _add(table, name, _Source("@reward", _origin(obj), lambda o=obj: o))
+    return dict(sorted(table.items()))
+
+
+def import_modules(modules: tuple[str, ...] | list[str]) -> None:
+    """Import `rewards.modules` so their `@reward` decorators run."""
+    for index, module in enumerate(modules):
+        try:
+            importlib.import_module(module)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"rewards.modules[{index}] = {module!r}: cannot import ({describe_exception(exc)})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One configured plugin, as plain data that pickles anywhere."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """Everything needed to rebuild the combined scorer in another process: names, not objects."""
+
+    plugins: tuple[PluginSpec, ...]
+    scheme: str = "d1"
+    modules: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: RewardsConfig) -> RewardSpec:
+        plugins = tuple(PluginSpec(p.name, p.weight, dict(p.kwargs)) for p in cfg.plugins)
+        return cls(plugins=plugins, scheme=cfg.scheme, modules=tuple(cfg.modules))
+
+
+@dataclass(frozen=True)
+class ResolvedPlugin:
+    """A plugin ready to call: its label in components and metrics, weight, kwargs and callable."""
+
+    label: str
+    weight: float
+    kwargs: dict[str, Any]
+    fn: Callable[..., Any]
+
+
+def _as_callable(where: str, obj: Any) -> Callable[..., Any]:
+    if inspect.isclass(obj):
+        try:
+            return obj()
+        except Exception as exc:
+            raise ConfigError(
+                f"{where}: class {obj.__qualname__} cannot be created without arguments ({describe_exception(exc)})"
+            ) from None
+    if not callable(obj):
+        raise ConfigError(f"{where}: is a {type(obj).__name__}, not a function or a class with __call__")
+    return obj
+
+
+def _check_signature(where: str, fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a C callable without introspectable signature: nothing to check it against
+    try:
+        signature.bind("completion", {}, **kwargs)
+    except TypeError as exc:
+        keywords = "".join(f", {key}=..." for key in kwargs)
+        bare = signature.replace(
+            parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
+            return_annotation=inspect.Signature.empty,
+        )
+        raise ConfigError(
+            f"{where}: cannot be called as f(completion, reference{keywords}): {exc}; its signature is {bare}"
+        ) from None
+
+
+def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], scheme: str) -> ResolvedPlugin:
+    where = f"rewards.plugins[{index}].name = {plugin.name!r}"
+    if ":" in plugin.name:
+        module_name, _, attr = plugin.name.partition(":")
+        if not module_name or not attr:
+            raise ConfigError(f"{where}: a dotted path must look like package.module:function")
+        target, load = plugin.name, lambda: _load_target(plugin.name)
+    elif plugin.name in table:
+        target, load = table[plugin.name].target, table[plugin.name].load
+    else:
+        available = ", ".join(table) or "none"
+        raise ConfigError(f"{where}: unknown reward; available: {available} (or a dotted path package.module:function)")
+    try:
+        obj = load()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot import {target} ({describe_exception(exc)})") from None
+    kwargs = dict(plugin.kwargs)
+    if plugin.name in BUILTIN_TASKS:
+        kwargs.setdefault("scheme", scheme)
+    fn = _as_callable(where, obj)
+    _check_signature(where, fn, kwargs)
+    if not math.isfinite(plugin.weight):
+        raise ConfigError(f"rewards.plugins[{index}].weight = {plugin.weight}: must be a finite number")
+    return ResolvedPlugin(label=plugin.name, weight=float(plugin.weight), kwargs=kwargs, fn=fn)
+
+
+def resolve(spec: RewardSpec) -> list[ResolvedPlugin]:
+    """Import modules, look up every plugin and check it; the first problem is a ConfigError."""
+    if not spec.plugins:
+        raise ConfigError("rewards.plugins = []: at least one reward plugin is needed")
+    seen: dict[str, int] = {}
+    for index, plugin in enumerate(spec.plugins):
+        if plugin.name in seen:
+            raise ConfigError(
+                f"rewards.plugins[{index}].name = {plugin.name!r}: listed twice "
+                f"(also rewards.plugins[{seen[plugin.name]}]); use one entry per plugin"
+            )
+        seen[plugin.name] = index
+    import_modules(spec.modules)
+    table = available_rewards()
+    return [_resolve(index, plugin, table, spec.scheme) for index, plugin in enumerate(spec.plugins)]
+
+
+class CombinedReward:
+    """The configured plugins as one scorer: `scorer(completion, reference) -> RewardResult`.
+
+    Calls run in the caller's process without a timeout; the sandbox calls `call` per plugin instead,
+    so that it can bound each call and attribute a hang or a crash to the plugin that caused it.
+    """
+
+    def __init__(self, spec: RewardSpec, plugins: list[ResolvedPlugin]) -> None:
+        self.spec = spec
+        self.plugins = plugins
+        self.labels = [p.label for p in plugins]
+        self.weights = [p.weight for p in plugins]
+
+    def call(self, index: int, completion: str, reference: Mapping[str, Any]) -> PluginOutcome:
+        plugin = self.plugins[index]
+        return call_plugin(plugin.fn, completion, reference, plugin.kwargs)
+
+    def combine(self, outcomes: list[PluginOutcome]) -> RewardResult:
+        return combine(self.labels, self.weights, outcomes)
+
+    def __call__(self, completion: str, reference: Mapping[str, Any]) -> RewardResult:
+        return self.combine([self.call(i, completion, reference) for i in range(len(self.plugins))])
+
+    def __reduce__(self) -> tuple[Callable[[RewardSpec], CombinedReward], tuple[RewardSpec]]:
+        return build_from_spec, (self.spec,)
+
+
+def build_from_spec(spec: RewardSpec) -> CombinedReward:
+    return CombinedReward(spec, resolve(spec))
+
+
+def build_reward_fn(rewards_cfg: RewardsConfig) -> CombinedReward:
+    """The combined, picklable scorer of `rewards.plugins`; call it at start-up to fail early."""
+    return build_from_spec(RewardSpec.from_config(rewards_cfg))

@@ -1,0 +1,106 @@
+"""Reward scoring throughput: the RewardService pool (n actors) against in-process calls.
+
+Scores the same 10,000 generated Countdown completions (a third correct, a third wrong, a third
+without an answer) with the built-in `countdown` reward, in groups of 8, four ways side by side:
+plain in-process calls, one in-process sandbox child (the isolation cost without Ray), and the
+pool with 1 and 2 actors. Prints scores per second and each as a ratio of the in-process rate, and
+checks that every way gives the same scores. Process and actor start-up are excluded (one warm-up
+group first); what remains is the per-sample cost of isolation (pipe round trip per call) and of
+Ray (one task per group).
+
+    .venv/bin/python tests/benchmarks/bench_reward_pool.py [--samples 10000] [--group 8] [--pools 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
+
+from common.config import RewardsConfig  # noqa: E402
+from rewards.generators import countdown_item  # noqa: E402
+from rewards.registry import CombinedReward, build_reward_fn  # noqa: E402
+from rewards.service import LocalRewardScorer, RewardScorer, RewardService  # noqa: E402
+
+TIMEOUT_S = 5.0
+
+
+def make_samples(count: int, seed: int = 0) -> tuple[list[str], list[dict]]:
+    """Completions with a mix of correct, wrong and missing answers, plus their references."""
+    rng = random.Random(f"bench-reward-pool-{seed}")
+    completions, references = [], []
+    for i in range(count):
+        item = countdown_item(rng, num_numbers=[3, 4])
+        reasoning = f"<reasoning>\nTry combining {', '.join(map(str, item['numbers']))}.\n</reasoning>\n"
+        if i % 3 == 0:
+            answer = f"<answer>\n{item['expression']} = {item['target']}\n</answer>\n"
+        elif i % 3 == 1:
+            answer = f"<answer>\n{' + '.join(map(str, item['numbers']))}\n</answer>\n"
+        else:
+            answer = "I am not sure."
+        completions.append(reasoning + answer)
+        references.append({"numbers": item["numbers"], "target": item["target"]})
+    return completions, references
+
+
+def run(scorer: RewardScorer, completions: list[str], references: list[dict], group: int) -> tuple[float, list]:
+    """Submit every group, then wait for all: the way the driver streams groups to the pool."""
+    scorer.score_group(completions[:group], references[:group]).result()
+    start = time.perf_counter()
+    futures = [
+        scorer.score_group(completions[i : i + group], references[i : i + group])
+        for i in range(0, len(completions), group)
+    ]
+    scores = [r.score for future in futures for r in future.result()]
+    return time.perf_counter() - start, scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--pools", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    completions, references = make_samples(args.samples)
+    reward_fn: CombinedReward = build_reward_fn(RewardsConfig(plugins=[{"name": "countdown"}]))
+    os.chdir(ROOT)  # Ray puts the driver's working directory on its workers' import path
+    ray.init(num_cpus=max(2, max(args.pools)), object_store_memory=100 * 1024**2, include_dashboard=False)
+
+    ways: list[tuple[str, RewardScorer]] = [
+        ("in-process calls", LocalRewardScorer(reward_fn)),
+        ("in-process sandbox child", LocalRewardScorer(reward_fn, timeout_s=TIMEOUT_S)),
+    ]
+    ways += [
+        (f"pool, {n} actor{'s' if n > 1 else ''}", RewardService(reward_fn, n, TIMEOUT_S, name_prefix=f"bench-{n}"))
+        for n in args.pools
+    ]
+    rows, reference_scores = [], None
+    for label, scorer in ways:
+        seconds, scores = run(scorer, completions, references, args.group)
+        scorer.close()
+        if reference_scores is None:
+            reference_scores = scores
+        elif scores != reference_scores:
+            raise SystemExit(f"{label}: scores differ from in-process calls")
+        rows.append((label, seconds, len(scores) / seconds))
+    ray.shutdown()
+
+    base = rows[0][2]
+    print(f"{args.samples} countdown completions, groups of {args.group}, {os.cpu_count()} CPUs")
+    print(f"{'way':<28}{'seconds':>10}{'scores/s':>12}{'ratio':>9}")
+    for label, seconds, rate in rows:
+        print(f"{label:<28}{seconds:>10.2f}{rate:>12.0f}{rate / base:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()

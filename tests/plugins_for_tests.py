@@ -1,0 +1,87 @@
+"""Reward plugins used by the registry and RewardService tests.
+
+They live in an importable module (not in a test file) because the sandbox children and Ray actors
+resolve plugins by name and must be able to import them. `chaos` misbehaves as the sample's
+reference asks, so one group can mix good samples with a hang, an exception, NaN and a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from typing import Any
+
+from rewards.registry import reward
+from rewards.types import RewardResult
+
+
+@reward("test_char_count")
+def char_count(completion: str, reference: dict[str, Any], scale: float = 1.0) -> float:
+    """Deterministic and cheap: the score is the completion length times `scale`."""
+    return scale * len(completion)
+
+
+@reward("test_exact_match")
+class ExactMatch:
+    """A class plugin: created once with no arguments, then called per sample."""
+
+    def __init__(self) -> None:
+        self.bonus = 0.5
+
+    def __call__(self, completion: str, reference: dict[str, Any]) -> RewardResult:
+        correct = float(completion.strip() == str(reference.get("answer", "")))
+        return RewardResult(score=correct + self.bonus * correct, components={"correct": correct})
+
+
+@reward("test_chaos")
+def chaos(completion: str, reference: dict[str, Any]) -> float:
+    """Behaves as `reference["mode"]` says: ok, pid, slow, hang, raise, nan, inf, exit, sigkill."""
+    mode = reference.get("mode", "ok")
+    if mode == "pid":
+        return float(os.getpid())
+    if mode == "slow":
+        time.sleep(float(reference["seconds"]))
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
+    if mode == "raise":
+        raise ValueError(f"bad completion {completion!r}")
+    if mode == "nan":
+        return math.nan
+    if mode == "inf":
+        return math.inf
+    if mode == "exit":
+        os._exit(3)
+    if mode == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 1.0 + len(completion) / 100
+
+
+def undecorated_length(completion: str, reference: dict[str, Any]) -> float:
+    """Reachable only by dotted path `tests.plugins_for_tests:undecorated_length`."""
+    return float(len(completion))
+
+
+def returns_text(completion: str, reference: dict[str, Any]) -> str:
+    """A plugin bug: returns text instead of a score."""
+    return completion
+
+
+def one_argument(completion: str) -> float:
+    """A wrong signature: no room for the reference."""
+    return 0.0
+
+
+NOT_CALLABLE = 42
+
+
+class NeedsArguments:
+    """A class plugin that cannot be created without arguments."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def __call__(self, completion: str, reference: dict[str, Any]) -> float:
+        return float(len(completion) > self.threshold)

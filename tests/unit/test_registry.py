@@ -1,0 +1,248 @@
+"""The reward plugin registry: three ways to register, weights, and start-up errors (no Ray)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from importlib.metadata import PackageNotFoundError, distribution
+from typing import Any
+
+import pytest
+
+from common.config import RewardsConfig
+from common.errors import ConfigError
+from rewards import registry
+from rewards.registry import available_rewards, build_reward_fn, reward
+from rewards.types import RewardResult
+from tests import plugins_for_tests
+
+TEST_MODULE = "tests.plugins_for_tests"
+EXAMPLE_INSTALL = "pip install --no-deps --no-build-isolation -e deploy/examples/agrpo_example_reward"
+
+
+def _example_installed() -> bool:
+    try:
+        distribution("agrpo-example-reward")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+needs_example = pytest.mark.skipif(
+    not _example_installed(), reason=f"example plugin package not installed; run `{EXAMPLE_INSTALL}`"
+)
+
+
+def config(*plugins: dict[str, Any], modules: tuple[str, ...] = (TEST_MODULE,), scheme: str = "d1") -> RewardsConfig:
+    return RewardsConfig.model_validate({"plugins": list(plugins), "modules": list(modules), "scheme": scheme})
+
+
+def build_error(cfg: RewardsConfig) -> str:
+    with pytest.raises(ConfigError) as info:
+        build_reward_fn(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decorations made by a test are undone after it."""
+    monkeypatch.setattr(registry, "_DECORATED", dict(registry._DECORATED))
+
+
+def test_decorated_function_with_kwargs() -> None:
+    scorer = build_reward_fn(config({"name": "test_char_count", "kwargs": {"scale": 2.0}}))
+    result = scorer("abcd", {})
+    assert result == RewardResult(score=8.0, components={"test_char_count": 8.0})
+
+
+def test_decorated_class_is_instantiated_once_and_keeps_its_components() -> None:
+    scorer = build_reward_fn(config({"name": "test_exact_match"}))
+    assert isinstance(scorer.plugins[0].fn, plugins_for_tests.ExactMatch)
+    assert scorer("42", {"answer": "42"}) == RewardResult(
+        score=1.5, components={"test_exact_match": 1.5, "test_exact_match/correct": 1.0}
+    )
+    assert scorer("41", {"answer": "42"}).score == 0.0
+
+
+@needs_example
+def test_entry_point_package() -> None:
+    source = available_rewards()["length_penalty"]
+    assert source.kind == "entry point (package agrpo-example-reward)"
+    assert source.target == "agrpo_example_reward.rewards:length_penalty"
+    scorer = build_reward_fn(config({"name": "length_penalty", "kwargs": {"max_chars": 4}}, modules=()))
+    assert scorer("abcd", {}).score == 0.0
+    assert scorer("abcdef", {}).score == -0.5
+    assert scorer("a" * 100, {}).score == -1.0
+
+
+def test_dotted_path_needs_no_registration() -> None:
+    scorer = build_reward_fn(config({"name": f"{TEST_MODULE}:undecorated_length"}, modules=()))
+    assert scorer("abc", {}).score == 3.0
+    assert scorer.labels == [f"{TEST_MODULE}:undecorated_length"]
+
+
+def test_builtin_task_is_resolved_lazily_and_gets_the_scheme() -> None:
+    assert available_rewards()["countdown"].target == "rewards.tasks.countdown:reward"
+    reference = {"numbers": [3, 5], "target": 8}
+    d1 = build_reward_fn(config({"name": "countdown"}, modules=()))
+    agrpo = build_reward_fn(config({"name": "countdown"}, modules=(), scheme="agrpo"))
+    forced = build_reward_fn(config({"name": "countdown", "kwargs": {"scheme": "d1"}}, modules=(), scheme="agrpo"))
+    assert d1.plugins[0].kwargs == {"scheme": "d1"}
+    assert agrpo.plugins[0].kwargs == {"scheme": "agrpo"}
+    assert forced.plugins[0].kwargs == {"scheme": "d1"}
+    completion = "<answer>3 + 5 = 8</answer>"
+    assert d1(completion, reference).score == 1.0
+    assert agrpo(completion, reference).score > 3.0
+    assert forced(completion, reference).score == 1.0
+
+
+def test_weights_combine_and_components_are_per_plugin() -> None:
+    scorer = build_reward_fn(
+        config(
+            {"name": "test_char_count", "weight": 2.0},
+            {"name": "test_exact_match", "weight": -0.5},
+            {"name": f"{TEST_MODULE}:undecorated_length", "weight": 0.0},
+        )
+    )
+    result = scorer("7", {"answer": "7"})
+    assert result.error is None
+    assert result.score == pytest.approx(2.0 * 1 - 0.5 * 1.5)
+    assert result.components == {
+        "test_char_count": 1.0,
+        "test_exact_match": 1.5,
+        "test_exact_match/correct": 1.0,
+        f"{TEST_MODULE}:undecorated_length": 1.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("raise", "test_chaos: ValueError: bad completion 'xy'"),
+        ("nan", "test_chaos: non-finite score (nan)"),
+        ("inf", "test_chaos: non-finite score (inf)"),
+    ],
+)
+def test_a_failed_plugin_scores_the_sample_zero_with_its_reason(mode: str, error: str) -> None:
+    scorer = build_reward_fn(config({"name": "test_chaos"}, {"name": "test_char_count"}))
+    result = scorer("xy", {"mode": mode})
+    assert result == RewardResult(score=0.0, components={"test_chaos": 0.0, "test_char_count": 2.0}, error=error)
+    assert scorer("xy", {"mode": "ok"}).score == pytest.approx(1.02 + 2.0)
+
+
+def test_a_non_number_return_is_an_error() -> None:
+    scorer = build_reward_fn(config({"name": f"{TEST_MODULE}:returns_text"}))
+    result = scorer("hello", {})
+    assert result.score == 0.0
+    assert result.error == f"{TEST_MODULE}:returns_text: returned str, expected a float or RewardResult"
+
+
+def test_scorer_pickles_as_names_and_rebuilds() -> None:
+    scorer = build_reward_fn(config({"name": "test_char_count", "weight": 3.0}, {"name": "test_exact_match"}))
+    payload = pickle.dumps(scorer)
+    assert b"ExactMatch" not in payload
+    clone = pickle.loads(payload)
+    assert clone.spec == scorer.spec
+    assert clone("5", {"answer": "5"}) == scorer("5", {"answer": "5"})
+
+
+def test_decorator_rejects_a_second_object_under_a_taken_name(scratch_registry: None) -> None:
+    def first(completion: str, reference: dict) -> float:
+        return 1.0
+
+    def second(completion: str, reference: dict) -> float:
+        return 2.0
+
+    reward("test_twice")(first)
+    reward("test_twice")(first)
+    with pytest.raises(ConfigError, match=r"reward name 'test_twice': registered twice, by .*first and .*second"):
+        reward("test_twice")(second)
+
+
+def test_decorator_rejects_a_name_that_looks_like_a_dotted_path() -> None:
+    with pytest.raises(ConfigError, match=r"reward name 'a:b': must be a non-empty string without ':'"):
+        reward("a:b")
+
+
+def test_decorator_clashing_with_a_builtin_is_rejected_at_build(scratch_registry: None) -> None:
+    reward("countdown")(plugins_for_tests.undecorated_length)
+    message = build_error(config({"name": "test_char_count"}))
+    assert message == (
+        "reward name 'countdown': registered twice, by built-in rewards.tasks.countdown:reward "
+        f"and @reward {TEST_MODULE}:undecorated_length"
+    )
+
+
+@needs_example
+def test_decorator_clashing_with_an_entry_point_is_rejected(scratch_registry: None) -> None:
+    reward("length_penalty")(plugins_for_tests.undecorated_length)
+    message = build_error(config({"name": "test_char_count"}))
+    assert message.startswith("reward name 'length_penalty': registered twice, by entry point")
+    assert "agrpo_example_reward.rewards:length_penalty" in message
+
+
+def test_a_plugin_listed_twice_is_rejected() -> None:
+    message = build_error(config({"name": "test_char_count"}, {"name": "test_char_count", "weight": 2}))
+    assert message == (
+        "rewards.plugins[1].name = 'test_char_count': listed twice (also rewards.plugins[0]); use one entry per plugin"
+    )
+
+
+def test_unknown_name_lists_the_available_ones() -> None:
+    message = build_error(config({"name": "countdwn"}))
+    assert message.startswith("rewards.plugins[0].name = 'countdwn': unknown reward; available: ")
+    for name in ("arithmetic", "countdown", "gsm8k", "math", "sudoku", "test_char_count", "test_chaos"):
+        assert name in message
+    assert message.endswith("(or a dotted path package.module:function)")
+
+
+def test_wrong_signature_is_rejected() -> None:
+    message = build_error(config({"name": f"{TEST_MODULE}:one_argument"}))
+    assert message.startswith(f"rewards.plugins[0].name = '{TEST_MODULE}:one_argument': cannot be called as ")
+    assert "too many positional arguments" in message
+    assert message.endswith("its signature is (completion)")
+
+
+def test_unknown_keyword_argument_is_rejected() -> None:
+    message = build_error(config({"name": "test_char_count", "kwargs": {"scal": 2}}))
+    assert "cannot be called as f(completion, reference, scal=...)" in message
+    assert "unexpected keyword argument 'scal'" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "no_such_package.rewards:score",
+            "cannot import no_such_package.rewards:score (ModuleNotFoundError: No module named 'no_such_package')",
+        ),
+        (
+            f"{TEST_MODULE}:missing",
+            f"cannot import {TEST_MODULE}:missing (AttributeError: module '{TEST_MODULE}' has no attribute 'missing')",
+        ),
+        ("no_function:", "a dotted path must look like package.module:function"),
+        (f"{TEST_MODULE}:NOT_CALLABLE", "is a int, not a function or a class with __call__"),
+        (
+            f"{TEST_MODULE}:NeedsArguments",
+            "class NeedsArguments cannot be created without arguments (TypeError: "
+            "NeedsArguments.__init__() missing 1 required positional argument: 'threshold')",
+        ),
+    ],
+)
+def test_plugin_that_cannot_be_loaded(name: str, expected: str) -> None:
+    assert build_error(config({"name": name})) == f"rewards.plugins[0].name = {name!r}: {expected}"
+
+
+def test_module_that_cannot_be_imported() -> None:
+    message = build_error(config({"name": "test_char_count"}, modules=(TEST_MODULE, "no_such_module")))
+    assert message == (
+        "rewards.modules[1] = 'no_such_module': cannot import (ModuleNotFoundError: No module named 'no_such_module')"
+    )
+
+
+def test_empty_plugin_list_and_non_finite_weight_are_rejected() -> None:
+    assert build_error(config()) == "rewards.plugins = []: at least one reward plugin is needed"
+    message = build_error(config({"name": "test_char_count", "weight": math.inf}))
+    assert message == "rewards.plugins[0].weight = inf: must be a finite number"

@@ -1,0 +1,111 @@
+"""`agrpo score` and `agrpo generate` through the real CLI dispatcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cluster.cli as cli
+
+
+@pytest.fixture(autouse=True)
+def only_these_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build the parser from the two commands under test, whatever else the CLI lists."""
+    monkeypatch.setattr(cli, "COMMANDS", {"score": "cluster.commands.score", "generate": "cluster.commands.generate"})
+
+
+def _rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_generate_then_score_the_generated_completions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "c.jsonl"
+    assert cli.main(["generate", "--task", "countdown", "--n", "30", "--seed", "4", "--output", str(out)]) == 0
+    assert "wrote 30 countdown items" in capsys.readouterr().out
+    assert cli.main(["score", "--task", "countdown", "--input", str(out), "--scheme", "agrpo", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == {
+        "task": "countdown",
+        "scheme": "agrpo",
+        "accuracy": 1.0,
+        "mean_reward": 3.0,
+        "n": 30,
+        "errors": 0,
+        "correct": 30.0,
+        "total": 30.0,
+    }
+
+
+def test_score_text_output_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _rows(
+        tmp_path / "g.jsonl",
+        [
+            {"completion": "<answer>18</answer>", "answer": "18"},
+            {"completion": "<answer>17</answer>", "answer": 18},
+            {"completion": "<answer>1</answer>"},
+            {"answer": "3"},
+            {"completion": 5, "answer": "5"},
+        ],
+    )
+    assert cli.main(["score", "--task", "gsm8k", "--input", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["n"] == 2 and summary["errors"] == 3
+    assert summary["accuracy"] == 0.5
+    assert summary["mean_reward"] == pytest.approx((2.5 + 0.5) / 2)
+    assert f"{path}:3: missing field 'answer'" in captured.err
+    assert f"{path}:4: missing field 'completion'" in captured.err
+    assert "row 3: not scored (completion is int, not text)" in captured.err
+    assert cli.main(["score", "--task", "gsm8k", "--input", str(path)]) == 0
+    assert "gsm8k: accuracy 0.5000 (1/2), mean reward (d1) 1.5000, n 2, errors 3" in capsys.readouterr().out
+
+
+def test_sudoku_accuracy_is_over_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    puzzle, solution = "3102200002100320", "3142243142131324"
+    wrong = "3142243142131321"  # last blank wrong
+    path = _rows(
+        tmp_path / "s.jsonl",
+        [
+            {"completion": f"<answer>{solution}</answer>", "puzzle": puzzle, "solution": solution},
+            {"completion": f"<answer>{wrong}</answer>", "puzzle": puzzle, "solution": solution},
+        ],
+    )
+    assert cli.main(["score", "--task", "sudoku", "--input", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(15 / 16)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["score", "--task", "gsm8k", "--input", "missing.jsonl"], "missing.jsonl: not found"),
+        (["generate", "--task", "sudoku", "--n", "2", "--output", "x.jsonl", "--min-number", "1"], "--min-number"),
+        (["generate", "--task", "sudoku", "--n", "2", "--output", "x.jsonl", "--max-blanks", "14"], "max_blanks"),
+        (["generate", "--task", "countdown", "--n", "0", "--output", "x.jsonl"], "--n 0"),
+        (["generate", "--task", "countdown", "--n", "3", "--split", "train", "--output", "x.jsonl"], "--n-eval"),
+    ],
+)
+def test_bad_input_is_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_no_scorable_rows_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _rows(tmp_path / "e.jsonl", [{"answer": "1"}])
+    assert cli.main(["score", "--task", "math", "--input", str(path)]) == 2
+    assert "no scorable rows" in capsys.readouterr().err
+
+
+def test_generate_splits_are_disjoint(tmp_path: Path) -> None:
+    common = ["generate", "--task", "sudoku", "--seed", "5"]
+    assert (
+        cli.main([*common, "--n", "40", "--split", "train", "--n-eval", "10", "--output", str(tmp_path / "t.jsonl")])
+        == 0
+    )
+    assert cli.main([*common, "--n", "10", "--split", "eval", "--output", str(tmp_path / "e.jsonl")]) == 0
+    train = {json.loads(line)["puzzle"] for line in (tmp_path / "t.jsonl").read_text().splitlines()}
+    evaluation = {json.loads(line)["puzzle"] for line in (tmp_path / "e.jsonl").read_text().splitlines()}
+    assert len(train) == 40 and len(evaluation) == 10 and not train & evaluation
