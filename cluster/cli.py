@@ -17,6 +17,9 @@ COMMANDS = {
     "sample": "cluster.commands.sample",
     "score": "cluster.commands.score",
     "generate": "cluster.commands.generate",
+    "sft": "cluster.commands.sft",
+    "eval": "cluster.commands.eval",
+    "plot": "cluster.commands.plot",
 }
 
 

@@ -257,6 +257,11 @@ class CheckpointConfig(Section):
 
     every_steps: int = Field(50, gt=0, description="Write a checkpoint every n optimizer steps (and at the end).")
     keep_last: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
+    stop_at: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after the checkpoint of this step (a planned preemption); resume continues the run.",
+    )
     resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
 
 
@@ -266,6 +271,33 @@ class MetricsConfig(Section):
     log_every: int = Field(1, gt=0, description="Write a metrics.jsonl line every n steps.")
     eval_every: int = Field(50, gt=0, description="Evaluate held-out accuracy every n steps.")
     plots: bool = Field(True, description="Write PNG plots at the end of the run.")
+
+
+class SFTConfig(Section):
+    """Masked-diffusion supervised fine-tuning of the base policy (`agrpo sft`), LLaDA's SFT objective."""
+
+    steps: int = Field(1000, gt=0, description="Optimizer steps.")
+    lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
+    batch_size: int = Field(64, gt=0, description="(prompt, completion) pairs per optimizer step.")
+    warmup_ratio: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup before cosine decay."
+    )
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
+    wrong_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training examples whose completion is a plausible wrong answer (rewards/perturb.py), "
+        "so the base model's pass@G is far above its pass@1 and RL mainly sharpens.",
+    )
+    num_items: int | None = Field(
+        None, gt=0, description="Training items used; none = the whole train split (data.num_train when generated)."
+    )
+    output: str | None = Field(
+        None,
+        description="Directory of the fine-tuned policy; none = `base-<task>` next to run_dir (runs/base-countdown).",
+    )
 
 
 class Config(Section):
@@ -283,6 +315,7 @@ class Config(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description=ClusterConfig.__doc__)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description=CheckpointConfig.__doc__)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description=MetricsConfig.__doc__)
+    sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
     @model_validator(mode="after")
     def _cross_section(self) -> Config:

@@ -8,6 +8,7 @@ record costs O(C) (or O(C * top_k) with truncation) per trajectory instead of O(
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,3 +163,57 @@ def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: flo
     if scale_by_std:
         adv = adv / (rewards.std(dim=-1, keepdim=True) + eps)
     return adv
+
+
+_ARRAYS = ("completion_ids", "unmask_step", "logprob", "entropy", "filled", "allowed_ids")
+
+
+def group_to_state(group: RolloutGroup) -> dict[str, Any]:
+    """A checkpointable form (tensors, numbers, strings) of a sampled and rewarded group."""
+    t = group.trajectories
+    arrays = {
+        name: torch.from_numpy(np.array(getattr(t, name)))
+        for name in _ARRAYS
+        if getattr(t, name) is not None
+    }
+    return {
+        "prompt_index": group.prompt_index,
+        "weight_version": group.weight_version,
+        "seed": group.seed,
+        "reference": json.dumps(group.reference),
+        "texts": list(group.texts),
+        "rewards": None if group.rewards is None else torch.from_numpy(np.asarray(group.rewards)),
+        "reward_errors": list(group.reward_errors),
+        "prompt_ids": [torch.from_numpy(np.asarray(p)) for p in t.prompt_ids],
+        "arrays": arrays,
+        "sampler": t.sampler.model_dump(mode="json"),
+        "mask_id": t.mask_id,
+        "eos_id": t.eos_id,
+    }
+
+
+def group_from_state(state: dict[str, Any]) -> RolloutGroup:
+    arrays = {name: v.numpy() for name, v in state["arrays"].items()}
+    batch = TrajectoryBatch(
+        prompt_ids=[p.numpy() for p in state["prompt_ids"]],
+        completion_ids=arrays["completion_ids"],
+        unmask_step=arrays["unmask_step"],
+        logprob=arrays["logprob"],
+        entropy=arrays["entropy"],
+        filled=arrays["filled"],
+        allowed_ids=arrays.get("allowed_ids"),
+        sampler=SamplerConfig.model_validate(state["sampler"]),
+        mask_id=int(state["mask_id"]),
+        eos_id=int(state["eos_id"]),
+    )
+    rewards = state["rewards"]
+    return RolloutGroup(
+        prompt_index=int(state["prompt_index"]),
+        trajectories=batch,
+        weight_version=int(state["weight_version"]),
+        seed=int(state["seed"]),
+        reference=json.loads(state["reference"]),
+        texts=list(state["texts"]),
+        rewards=None if rewards is None else rewards.numpy(),
+        reward_errors=list(state["reward_errors"]),
+    )

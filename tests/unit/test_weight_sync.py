@@ -64,9 +64,7 @@ def run_world(world: int, versions: list[int], start_version: int = -1) -> list[
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     port = free_port()
-    procs = [
-        ctx.Process(target=_run, args=(r, world, port, versions, start_version, out)) for r in range(world)
-    ]
+    procs = [ctx.Process(target=_run, args=(r, world, port, versions, start_version, out)) for r in range(world)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in range(world * len(versions))]
@@ -83,9 +81,7 @@ def test_receivers_end_with_sender_weights_and_versions() -> None:
     assert {r[5] for r in last.values()} == {sender}
     total = sum(t.numel() * t.element_size() for _, t in make_params(0))
     assert all(r[3] == total for r in results)
-    assert last[1][4] == len(
-        plan_buckets([(t.numel() * t.element_size(), t.dtype) for _, t in make_params(0)], 4096)
-    )
+    assert last[1][4] == len(plan_buckets([(t.numel() * t.element_size(), t.dtype) for _, t in make_params(0)], 4096))
 
 
 def test_receiver_refuses_an_older_version() -> None:

@@ -1,0 +1,105 @@
+"""Saving and restoring a whole run: learner ranks, driver counters, and batches sampled ahead.
+
+With max_staleness S the batches of steps s+1..s+S were sampled with older weights than the checkpoint
+holds, so they are stored in it (as records, not weights): a resumed run trains on exactly the groups the
+uninterrupted run would have, which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+
+from common.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
+from common.config import Config, dump_config
+from common.errors import CheckpointError
+from common.record import RolloutGroup, group_from_state, group_to_state
+from learner.group import LearnerGroup
+
+# Settings a checkpoint's optimizer and data state depend on; changing them makes resume impossible.
+FROZEN_FIELDS = (
+    "seed",
+    "model",
+    "algorithm.group_size",
+    "learner.world_size",
+    "learner.zero_stage",
+    "learner.groups_per_step",
+    "learner.lora",
+    "rollout.max_staleness",
+    "data",
+)
+
+
+@dataclass
+class DriverState:
+    step: int = 0
+    cursor: int = 0
+    gate: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    ready: dict[int, list[RolloutGroup]] = field(default_factory=dict)
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def check_compatible(saved: dict[str, Any], config: Config, where: Path) -> None:
+    current = config.model_dump(mode="json")
+    changed = [f for f in FROZEN_FIELDS if _lookup(saved, f) != _lookup(current, f)]
+    if changed:
+        raise CheckpointError(
+            f"checkpoint {where} was written with different {', '.join(changed)}; "
+            "resume with the same settings or start a new run_dir"
+        )
+
+
+def save_run(root: Path, config: Config, learners: LearnerGroup, state: DriverState) -> Path:
+    parts: dict[str, Any] = {
+        "model": lambda d: learners.call("save_model", str(d)),
+        "driver": {
+            "step": state.step,
+            "cursor": state.cursor,
+            "gate": state.gate,
+            "counters": state.counters,
+            "config": dump_config(config),
+        },
+        "batches": {str(b): [group_to_state(g) for g in groups] for b, groups in state.ready.items()},
+    }
+    for rank, actor in enumerate(learners.ranks):
+        parts[f"learner-{rank}"] = lambda d, a=actor: ray.get(a.save_state.remote(str(d)))
+    return write_checkpoint(root, state.step, parts, keep_last=config.checkpoint.keep_last)
+
+
+def find_checkpoint(config: Config, root: Path) -> Path | None:
+    """`never` -> None; `auto` -> the latest complete checkpoint (None if none); a path -> that one."""
+    mode = config.checkpoint.resume
+    if mode == "never":
+        return None
+    if mode == "auto":
+        return latest_checkpoint(root)
+    path = Path(mode)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint.resume {mode}: directory not found")
+    return path
+
+
+def restore_run(path: Path, config: Config, learners: LearnerGroup) -> DriverState:
+    parts = read_checkpoint(path, ["driver", "batches"])
+    driver = parts["driver"]
+    check_compatible(yaml.safe_load(driver["config"]), config, path)
+    learners.call("load_model", str(path / "model"))
+    ray.get([a.load_state.remote(str(path / f"learner-{r}")) for r, a in enumerate(learners.ranks)])
+    ready = {int(b): [group_from_state(g) for g in groups] for b, groups in parts["batches"].items()}
+    return DriverState(
+        step=int(driver["step"]),
+        cursor=int(driver["cursor"]),
+        gate=driver["gate"],
+        counters=driver["counters"],
+        ready=ready,
+    )

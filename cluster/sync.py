@@ -1,0 +1,97 @@
+"""Driver side of the weight broadcast: group generations, version-ordered syncs, worker recovery."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+from common.errors import UserError
+from common.metrics import RoleMetrics
+from learner.group import LearnerGroup
+
+
+def ready_all(workers: list[Any], timeout_s: float = 300.0) -> list[dict[str, Any]]:
+    """`ready()` of every worker, waiting through restarts (a restarting actor answers 'unavailable')."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get([w.ready.remote() for w in workers])
+        except (ActorUnavailableError, RayActorError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class WeightSync:
+    """Learner rank 0 is rank 0 of the weight group; rollout worker i is rank i + 1."""
+
+    def __init__(self, learners: LearnerGroup, workers: list[Any]) -> None:
+        self.learners = learners
+        self.workers = workers
+        self.generation = 0
+        self.members: list[int] = []
+        self.history: list[dict[str, float]] = []
+        self.metrics = RoleMetrics()
+
+    def check_layout(self) -> None:
+        """Refuse to start if a rollout model's parameters differ from what the learner sends."""
+        sender = ray.get(self.learners.ranks[0].weight_layout.remote())
+        for i, info in enumerate(ready_all(self.workers)):
+            if info["layout"] != sender:
+                raise UserError(
+                    f"rollout-{i} holds a model whose parameter names/shapes differ from the learner's; "
+                    "both must load the same model.path"
+                )
+
+    def rebuild(self) -> None:
+        """A new group generation with every current member (needed whenever a member restarts)."""
+        self.generation += 1
+        self.members = [info["pid"] for info in ready_all(self.workers)]
+        host, port = ray.get(self.learners.ranks[0].weight_group_address.remote())
+        world = 1 + len(self.workers)
+        refs = [self.learners.ranks[0].join_weight_group.remote(port, world, self.generation)]
+        refs += [
+            w.join_weight_group.remote(host, port, i + 1, world, self.generation) for i, w in enumerate(self.workers)
+        ]
+        ray.get(refs)
+
+    def broadcast(self) -> dict[str, float]:
+        """Send the learner's current weights to every worker; returns seconds, bytes/s and version.
+
+        A worker that restarted since the group was built (its pid changed) makes the group unusable, so
+        the group is rebuilt first; a sync that fails because a member died mid-way is retried once.
+        """
+        pids = [info["pid"] for info in ready_all(self.workers)]
+        if pids != self.members:
+            self.rebuild()
+        try:
+            record = self._send()
+        except (RayActorError, RayTaskError):
+            self.rebuild()
+            record = self._send()
+        self.history.append(record)
+        self.metrics.observe("agrpo_weight_sync_seconds", record["seconds"])
+        self.metrics.set("agrpo_weight_sync_bytes_per_second", record["bytes_per_s"])
+        return record
+
+    def _send(self) -> dict[str, float]:
+        learner_refs = self.learners.call_async("broadcast_weights")
+        worker_refs = [w.receive_weights.remote() for w in self.workers]
+        sent = self.learners.wait(learner_refs)[0]
+        received = ray.get(worker_refs)
+        if any(r["version"] != sent["version"] for r in received):
+            raise RuntimeError(f"weight sync: workers hold {[r['version'] for r in received]}, sent {sent['version']}")
+        return {
+            "version": sent["version"],
+            "seconds": sent["seconds"],
+            "bytes": sent["bytes"],
+            "bytes_per_s": sent["bytes"] / max(sent["seconds"], 1e-9),
+        }
+
+    def recover(self, worker: int) -> None:
+        """Give a restarted worker (and, with the rebuilt group, everyone) the current weights."""
+        ready_all([self.workers[worker]])
+        self.broadcast()

@@ -1,0 +1,201 @@
+"""The AGRPO loss (ALGORITHM.md section 3) over a batch of trajectory records.
+
+Per (trajectory i, step t) pair the term is the clipped PPO surrogate summed over the tokens committed
+at t, optionally minus beta times a k3 KL to a reference. Pairs come from `learner.timesteps` with
+coefficients that make the batch loss an unbiased estimate of
+
+    (1/B) sum_i (1/(L_i+1)) sum_{t<=L_i} [ -surrogate_i(t) + beta * KL_i(t) ]
+
+(the spec's "divide by k*G" is the 1/k inside coef and the 1/B here). All pairs of all trajectories are
+packed into micro-batches of `micro_batch_size` rows, one forward/backward each; `backward` receives each
+micro-batch's share of the loss, so the accumulated gradient is the full-batch gradient whatever the
+packing (DeepSpeed passes `engine.backward`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.config import AlgorithmConfig
+from common.record import TrajectoryBatch
+from learner.logprobs import LogitsFn, build_step_tokens, model_logits, step_token_logprobs
+from learner.timesteps import sample_timesteps
+
+Backward = Callable[[torch.Tensor], None]
+
+
+def default_backward(loss: torch.Tensor) -> None:
+    loss.backward()
+
+
+@dataclass
+class LossStats:
+    """What one loss evaluation reports; `max_logprob_diff` is the rollout/learner log-prob mismatch."""
+
+    loss: float
+    clip_fraction: float
+    mean_ratio: float
+    max_logprob_diff: float
+    kl: float
+    pairs: int
+    tokens: int
+    forward_passes: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def pack(num_pairs: int, micro_batch_size: int) -> list[slice]:
+    """Consecutive chunks of at most `micro_batch_size` pairs: ceil(num_pairs / size) forward passes."""
+    if micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size = {micro_batch_size}: must be at least 1")
+    return [slice(s, min(s + micro_batch_size, num_pairs)) for s in range(0, num_pairs, micro_batch_size)]
+
+
+def k3_kl(ref_logprob: torch.Tensor, logprob: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator exp(r - l) - (r - l) - 1 of KL(policy || reference); >= 0, 0 iff r == l."""
+    delta = ref_logprob - logprob
+    return torch.exp(delta) - delta - 1.0
+
+
+def clipped_surrogate(
+    logprob: torch.Tensor, old_logprob: torch.Tensor, advantage: torch.Tensor, clip_eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token min(rho*A, clip(rho)*A), the ratio rho, and where the clipped branch is the active one."""
+    ratio = torch.exp(logprob - old_logprob)
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    surrogate = torch.minimum(ratio * advantage, clipped * advantage)
+    active = ((ratio < 1.0 - clip_eps) & (advantage < 0)) | ((ratio > 1.0 + clip_eps) & (advantage > 0))
+    return surrogate, ratio, active
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def agrpo_pairs_loss(
+    model: nn.Module,
+    batch: TrajectoryBatch,
+    advantages: torch.Tensor,
+    rows: torch.Tensor,
+    steps: torch.Tensor,
+    coef: torch.Tensor,
+    *,
+    clip_eps: float,
+    micro_batch_size: int,
+    pad_id: int,
+    beta: float = 0.0,
+    banned_ids: Sequence[int] = (),
+    backward: Backward = default_backward,
+    ref_logits_fn: LogitsFn | None = None,
+    logits_fn: LogitsFn | None = None,
+) -> LossStats:
+    """Loss and gradient of the given pairs: sum_pairs coef * term / B, packed into micro-batches.
+
+    `logits_fn` replaces `model(...).logits` (a DeepSpeed engine's forward, a shifted Dream model); `model`
+    then only tells the device.
+    """
+    if beta > 0 and ref_logits_fn is None:
+        raise ValueError(f"beta = {beta}: a KL term needs ref_logits_fn (the reference policy)")
+    if advantages.shape != (batch.size,):
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({batch.size},)")
+    device = model_device(model)
+    policy = logits_fn or model_logits(model)
+    rows_np, steps_np = rows.cpu().numpy(), steps.cpu().numpy()
+    adv = advantages.to(device, torch.float32)
+    weights = coef.to(device, torch.float32)
+    loss_sum = clipped = ratio_sum = kl_sum = 0.0
+    max_diff = 0.0
+    tokens = passes = 0
+    for chunk in pack(len(rows_np), micro_batch_size):
+        step_tokens = build_step_tokens(batch, rows_np[chunk], steps_np[chunk], pad_id)
+        if step_tokens.num_tokens == 0:
+            continue
+        logprob = step_token_logprobs(policy, step_tokens, batch, banned_ids, device)
+        old = step_tokens.old_logprob.to(device)
+        pair = step_tokens.token_pair.to(device)
+        token_adv = adv[rows[chunk].to(device)][pair]
+        token_coef = weights[chunk][pair]
+        surrogate, ratio, active = clipped_surrogate(logprob, old, token_adv, clip_eps)
+        per_token = -surrogate
+        if beta > 0:
+            with torch.no_grad():
+                ref = step_token_logprobs(ref_logits_fn, step_tokens, batch, banned_ids, device)  # type: ignore[arg-type]
+            kl = k3_kl(ref, logprob)
+            per_token = per_token + beta * kl
+            kl_sum += float(kl.detach().sum())
+        loss = (token_coef * per_token).sum() / batch.size
+        backward(loss)
+        loss_sum += float(loss.detach())
+        clipped += float(active.sum())
+        ratio_sum += float(ratio.detach().sum())
+        max_diff = max(max_diff, float((logprob.detach() - old).abs().max()))
+        tokens += step_tokens.num_tokens
+        passes += 1
+    total = max(tokens, 1)
+    return LossStats(
+        loss=loss_sum,
+        clip_fraction=clipped / total,
+        mean_ratio=ratio_sum / total if tokens else 1.0,
+        max_logprob_diff=max_diff,
+        kl=kl_sum / total,
+        pairs=len(rows_np),
+        tokens=tokens,
+        forward_passes=passes,
+    )
+
+
+def draw_pairs(
+    batch: TrajectoryBatch, algorithm: AlgorithmConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (row, step, coef) pairs of one update, drawn as `algorithm` says (k, low-discrepancy, entropy IS)."""
+    last_step = torch.from_numpy(batch.last_step())
+    entropy = torch.from_numpy(batch.step_entropy()) if algorithm.importance_sampling == "entropy" else None
+    return sample_timesteps(
+        last_step, algorithm.k, algorithm.timestep_sampling, algorithm.importance_sampling, entropy, generator
+    )
+
+
+def agrpo_loss(
+    model: nn.Module,
+    batch: TrajectoryBatch,
+    advantages: torch.Tensor,
+    algorithm: AlgorithmConfig,
+    *,
+    micro_batch_size: int,
+    pad_id: int,
+    generator: torch.Generator,
+    banned_ids: Sequence[int] = (),
+    backward: Backward = default_backward,
+    ref_logits_fn: LogitsFn | None = None,
+    logits_fn: LogitsFn | None = None,
+) -> LossStats:
+    """Draw k timesteps per trajectory (per `algorithm`), then accumulate the packed loss gradient."""
+    rows, steps, coef = draw_pairs(batch, algorithm, generator)
+    return agrpo_pairs_loss(
+        model,
+        batch,
+        advantages,
+        rows,
+        steps,
+        coef,
+        clip_eps=algorithm.clip_eps,
+        micro_batch_size=micro_batch_size,
+        pad_id=pad_id,
+        beta=algorithm.beta,
+        banned_ids=banned_ids,
+        backward=backward,
+        ref_logits_fn=ref_logits_fn,
+        logits_fn=logits_fn,
+    )
+
+
+def exact_pairs(batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every step 0..L_i of every trajectory with coef 1/(L_i+1): the estimator's target, for checks."""
+    last = torch.from_numpy(np.asarray(batch.last_step()))
+    return sample_timesteps(last, "all", "uniform", "uniform", None, torch.Generator())

@@ -1,0 +1,156 @@
+"""One policy update from a batch of rewarded trajectories, shared by every trainer.
+
+The in-process trainer (plain torch) and the LearnerWorker (a DeepSpeed rank) differ only in how a
+micro-batch's loss is back-propagated and how the optimizer steps, so both pass those two callables here.
+`backward(loss, last)` is told which micro-batch closes an optimizer step, which DeepSpeed needs to know
+when to reduce gradients; that is why all timesteps are drawn before the first forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.config import Config
+from common.record import TrajectoryBatch
+from learner.agrpo import LossStats, agrpo_pairs_loss, draw_pairs, pack
+from learner.diffu_grpo import diffu_grpo_logprobs, diffu_grpo_loss
+from learner.logprobs import LogitsFn, model_logits
+
+BoundaryBackward = Callable[[torch.Tensor, bool], None]
+OptimizerStep = Callable[[], dict[str, float]]
+
+
+class _Counter:
+    """Calls `backward` with last=True on exactly the `total`-th micro-batch."""
+
+    def __init__(self, backward: BoundaryBackward, total: int, scale: float) -> None:
+        self.backward, self.total, self.scale, self.calls = backward, total, scale, 0
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.calls += 1
+        self.backward(loss * self.scale, self.calls == self.total)
+
+    def check(self) -> None:
+        if self.calls != self.total:
+            raise RuntimeError(f"{self.calls} backward passes where {self.total} were planned")
+
+
+def accumulation_chunks(batch: TrajectoryBatch, group_size: int, chunks: int) -> list[np.ndarray]:
+    """Row indices of each gradient-accumulation chunk; every chunk holds whole groups."""
+    groups = np.arange(batch.size).reshape(-1, group_size)
+    return [c.reshape(-1) for c in np.array_split(groups, chunks) if c.size]
+
+
+def summarize(stats: list[LossStats], steps: list[dict[str, float]], chunks: int) -> dict[str, float]:
+    """Token-weighted means of the loss statistics plus the last optimizer step's grad norm and lr."""
+    tokens = max(1, sum(s.tokens for s in stats))
+    return {
+        "loss": sum(s.loss for s in stats) / (chunks * len(steps)),
+        "clip_fraction": sum(s.clip_fraction * s.tokens for s in stats) / tokens,
+        "mean_ratio": sum(s.mean_ratio * s.tokens for s in stats) / tokens,
+        "max_logprob_diff": max(s.max_logprob_diff for s in stats),
+        "kl": sum(s.kl * s.tokens for s in stats) / tokens,
+        "pairs": float(sum(s.pairs for s in stats)),
+        "tokens": float(sum(s.tokens for s in stats)),
+        "forward_passes": float(sum(s.forward_passes for s in stats)),
+        "grad_norm": steps[-1]["grad_norm"],
+        "lr": steps[0]["lr"],
+    }
+
+
+def policy_update(
+    model: nn.Module,
+    batch: TrajectoryBatch,
+    advantages: torch.Tensor,
+    config: Config,
+    *,
+    pad_id: int,
+    banned_ids: Sequence[int],
+    backward: BoundaryBackward,
+    optimizer_step: OptimizerStep,
+    generator: torch.Generator,
+    mask_seeds: Sequence[int] = (),
+    logits_fn: LogitsFn | None = None,
+    ref_logits_fn: LogitsFn | None = None,
+) -> dict[str, float]:
+    """AGRPO: one optimizer step. diffu-GRPO: one step per inner iteration (`mask_seeds`, one each)."""
+    algo, learner = config.algorithm, config.learner
+    chunks = accumulation_chunks(batch, algo.group_size, learner.grad_accumulation)
+    scale = 1.0 / len(chunks)
+    mbs = learner.micro_batch_size
+    shared = {"pad_id": pad_id, "banned_ids": banned_ids, "micro_batch_size": mbs, "ref_logits_fn": ref_logits_fn}
+    stats: list[LossStats] = []
+    steps: list[dict[str, float]] = []
+    if algo.name == "agrpo":
+        parts = [(batch.select(rows), advantages[rows]) for rows in chunks]
+        draws = [draw_pairs(sub, algo, generator) for sub, _ in parts]
+        counter = _Counter(backward, sum(len(pack(len(d[0]), mbs)) for d in draws), scale)
+        for (sub, adv), (rows, t, coef) in zip(parts, draws, strict=True):
+            stats.append(
+                agrpo_pairs_loss(
+                    model,
+                    sub,
+                    adv,
+                    rows,
+                    t,
+                    coef,
+                    clip_eps=algo.clip_eps,
+                    beta=algo.beta,
+                    backward=counter,
+                    logits_fn=logits_fn,
+                    **shared,
+                )
+            )
+        counter.check()
+        steps.append(optimizer_step())
+        return summarize(stats, steps, len(chunks))
+
+    settings = algo.diffu_grpo
+    if len(mask_seeds) != settings.inner_iterations:
+        raise ValueError(f"{len(mask_seeds)} mask seeds for {settings.inner_iterations} inner iterations")
+    policy = logits_fn or model_logits(model)
+    device = next(model.parameters()).device
+    subs = [(batch.select(rows), advantages[rows]) for rows in chunks]
+    # d1 computes every iteration's old log-probs before the first update, each with its own mask seed.
+    with torch.no_grad():
+        old = [
+            [
+                diffu_grpo_logprobs(
+                    policy,
+                    sub,
+                    mask_seed=seed,
+                    prompt_mask_prob=settings.prompt_mask_prob,
+                    micro_batch_size=mbs,
+                    pad_id=pad_id,
+                    device=device,
+                    banned_ids=banned_ids,
+                )
+                for sub, _ in subs
+            ]
+            for seed in mask_seeds
+        ]
+    for it, seed in enumerate(mask_seeds):
+        counter = _Counter(backward, sum(len(pack(sub.size, mbs)) for sub, _ in subs), scale)
+        for c, (sub, adv) in enumerate(subs):
+            stats.append(
+                diffu_grpo_loss(
+                    model,
+                    sub,
+                    adv,
+                    old[it][c],
+                    mask_seed=seed,
+                    prompt_mask_prob=settings.prompt_mask_prob,
+                    clip_eps=algo.clip_eps,
+                    beta=settings.beta,
+                    backward=counter,
+                    logits_fn=logits_fn,
+                    **shared,
+                )
+            )
+        counter.check()
+        steps.append(optimizer_step())
+    return summarize(stats, steps, len(chunks))

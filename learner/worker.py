@@ -1,0 +1,212 @@
+"""LearnerWorker: one DeepSpeed rank as a Ray actor, a thin shell around LearnerEngine and policy_update.
+
+Rank 0 is also the sender of the weight broadcast. Randomness of an update (timestep draws, diffu-GRPO mask
+seeds) is derived from (seed, step, rank), so an update depends only on its inputs and a resumed run repeats
+the uninterrupted one exactly; the torch RNG (LoRA dropout) is checkpointed per rank.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from safetensors.torch import load_file
+
+from cluster.prompts import derived_seed
+from common.checkpoint import load_state, save_state
+from common.config import Config
+from common.errors import CheckpointError
+from common.metrics import RoleMetrics
+from common.model.loading import load_policy, mask_predictor_logits, resolve_dtype
+from common.record import RolloutGroup, TrajectoryBatch, group_advantages
+from learner.engine import LearnerEngine, init_learner_distributed
+from learner.update import policy_update
+from learner.weight_sync import backend_for, create_group, layout_hash, model_checksum, send_weights
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class _EngineCall:
+    """Makes a DeepSpeed engine's forward look like the model to `mask_predictor_logits`."""
+
+    def __init__(self, engine: LearnerEngine, config: Any) -> None:
+        self.engine, self.config = engine, config
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.engine.forward(*args, **kwargs)
+
+
+def rng_state() -> dict[str, Any]:
+    """The process's torch, numpy and python RNG states in checkpointable form."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+class LearnerWorker:
+    def __init__(self, config: dict[str, Any], rank: int, world_size: int) -> None:
+        self.config = Config.model_validate(config)
+        self.rank, self.world_size = rank, world_size
+        gpus = self.config.cluster.gpus_per_learner
+        self.device = torch.device("cuda") if gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, int(self.config.cluster.cpus_per_learner)))
+        self.version = 0
+        self.group: Any = None
+        self.metrics = RoleMetrics()
+
+    def master_address(self) -> tuple[str, int]:
+        """Where the DeepSpeed world rendezvous (rank 0's node)."""
+        return ray.util.get_node_ip_address(), free_port()
+
+    def init_engine(self, master_addr: str, master_port: int) -> None:
+        os.environ.update(
+            MASTER_ADDR=master_addr,
+            MASTER_PORT=str(master_port),
+            RANK=str(self.rank),
+            WORLD_SIZE=str(self.world_size),
+            LOCAL_RANK="0",
+        )
+        init_learner_distributed(backend_for(self.device))
+        cfg = self.config
+        self.policy = load_policy(cfg.model, device=self.device, seed=cfg.seed)
+        dtype = resolve_dtype(cfg.model.dtype, self.device)
+        self.engine = LearnerEngine(
+            self.policy.model, cfg.learner, self.rank, self.world_size, self.device, dtype, seed=cfg.seed
+        )
+        self.bucket_bytes = int(cfg.cluster.weight_sync_bucket_mb * 1024**2)
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The policy's logits through DeepSpeed's forward (its ZeRO hooks), aligned as the sampler sees them."""
+        return mask_predictor_logits(
+            _EngineCall(self.engine, self.policy.model.config), input_ids, attention_mask, self.policy.logits_shift
+        )
+
+    def train_step(self, groups: list[RolloutGroup], step: int) -> dict[str, float]:
+        """One update on this rank's share of whole groups."""
+        cfg = self.config
+        start = time.perf_counter()
+        batch = TrajectoryBatch.concat([g.trajectories for g in groups])
+        rewards = torch.tensor(np.stack([g.rewards for g in groups]), dtype=torch.float32)
+        advantages = group_advantages(rewards, cfg.algorithm.scale_advantages).reshape(-1)
+        generator = torch.Generator().manual_seed(derived_seed(cfg.seed, 2, step, self.rank))
+        inner = cfg.algorithm.diffu_grpo.inner_iterations if cfg.algorithm.name == "diffu_grpo" else 0
+        seeds = [derived_seed(cfg.seed, 3, step, i) % 2**31 for i in range(inner)]
+        self.engine.module.train()
+        stats = policy_update(
+            self.engine.module,
+            batch,
+            advantages,
+            cfg,
+            pad_id=self.policy.pad_id,
+            banned_ids=self.policy.banned_ids,
+            backward=self.engine.backward,
+            optimizer_step=self.engine.step,
+            generator=generator,
+            mask_seeds=seeds,
+            logits_fn=self._logits,
+        )
+        self.version += 1
+        seconds = time.perf_counter() - start
+        stats["seconds"] = seconds
+        stats["timesteps_per_s"] = stats["pairs"] / seconds
+        stats["tokens_per_s"] = stats["tokens"] / seconds
+        if self.rank == 0:
+            m = self.metrics
+            m.set("agrpo_learner_loss", stats["loss"])
+            m.set("agrpo_learner_grad_norm", stats["grad_norm"])
+            m.set("agrpo_learner_lr", stats["lr"])
+            m.set("agrpo_learner_clip_fraction", stats["clip_fraction"])
+            m.set("agrpo_logprob_mismatch", stats["max_logprob_diff"])
+            m.observe("agrpo_learner_step_seconds", seconds)
+            m.set("agrpo_learner_timesteps_per_second", stats["timesteps_per_s"] * self.world_size)
+            m.set("agrpo_learner_tokens_per_second", stats["tokens_per_s"] * self.world_size)
+        return stats
+
+    # Weight broadcast (rank 0 sends; under ZeRO-3 every rank joins the per-bucket gathers).
+
+    def weight_layout(self) -> int:
+        return layout_hash([(n, t.shape, t.dtype) for n, t in self.engine.named_weights_for_sync()])
+
+    def weight_group_address(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), free_port()
+
+    def join_weight_group(self, port: int, world_size: int, generation: int) -> None:
+        host = ray.util.get_node_ip_address()
+        self.group = create_group(backend_for(self.device), host, port, 0, world_size, generation)
+
+    def broadcast_weights(self) -> dict[str, float]:
+        if self.rank != 0:
+            self.engine.join_weight_sync(self.bucket_bytes)
+            return {"version": self.version, "bytes": 0, "seconds": 0.0}
+        named = self.engine.named_weights_for_sync()
+        stats = send_weights(self.group, named, self.version, self.bucket_bytes, gather=self.engine.gather)
+        return {"version": stats.version, "bytes": stats.bytes, "seconds": stats.seconds}
+
+    def checksum(self) -> str:
+        return model_checksum(list(self.engine.full_state_dict().values()))
+
+    # Checkpoints: rank 0 writes the HF model directory; every rank writes its own optimizer state.
+
+    def save_model(self, directory: str) -> None:
+        """Collective under ZeRO-3 (call on every rank); rank 0 writes safetensors + tokenizer."""
+        state = self.engine.full_state_dict()
+        if self.rank == 0:
+            self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
+            self.policy.tokenizer.save_pretrained(directory)
+
+    def save_state(self, directory: str) -> None:
+        state: dict[str, Any] = {
+            "version": self.version,
+            "optimizer": self.engine.optimizer_state(),
+            "rng": rng_state(),
+        }
+        if self.config.learner.lora.enabled:
+            state["adapters"] = self.engine.model_state()
+        save_state(Path(directory), "state", state)
+
+    def load_model(self, directory: str) -> None:
+        """Load the full weights (every rank); under LoRA the adapters come from `load_state` instead."""
+        if self.config.learner.lora.enabled:
+            return
+        files = sorted(Path(directory).glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"checkpoint model {directory}: no safetensors files")
+        weights: dict[str, torch.Tensor] = {}
+        for f in files:
+            weights.update(load_file(str(f)))
+        self.engine.load_model_state(weights)
+
+    def load_state(self, directory: str) -> None:
+        state = load_state(Path(directory), "state")
+        if self.config.learner.lora.enabled:
+            self.engine.load_model_state(state["adapters"])
+        self.engine.load_optimizer_state(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.version = int(state["version"])

@@ -1,0 +1,128 @@
+"""RolloutWorker: a Ray actor holding a policy copy that samples whole groups and receives new weights.
+
+Ray runs an actor's calls one at a time in submission order, so a `receive_weights` call queued behind
+`sample_groups` calls takes effect only between sampler calls, never in the middle of one: the weight
+swap happens at a step boundary by construction. Every group is tagged with the version it was sampled
+with, which the driver's staleness gate checks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from common.config import Config
+from common.metrics import RoleMetrics
+from common.model.loading import load_policy, mask_predictor_logits
+from common.record import RolloutGroup
+from learner.weight_sync import backend_for, create_group, layout_hash, model_checksum, receive_weights
+from rewards.templates import render_prompt
+from rollout.sampler import sample
+
+
+class NoWeightsError(RuntimeError):
+    """The worker (new or restarted) has not received weights yet; the driver syncs it and retries."""
+
+
+def select_device(gpus: float) -> torch.device:
+    return torch.device("cuda") if gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+class RolloutWorker:
+    """One policy copy; `sample_groups` turns prompt requests into rollout groups."""
+
+    def __init__(self, config: dict[str, Any], index: int) -> None:
+        self.config = Config.model_validate(config)
+        self.index = index
+        self.device = select_device(self.config.cluster.gpus_per_rollout_worker)
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, int(self.config.cluster.cpus_per_rollout_worker)))
+        self.policy = load_policy(self.config.model, device=self.device, seed=self.config.seed)
+        self.policy.model.eval()
+        self.version = -1
+        self.group: Any = None
+        self.metrics = RoleMetrics()
+        self.tags = {"worker": str(index)}
+
+    def ready(self) -> dict[str, Any]:
+        """Identity and the weight layout hash the driver compares with the learner's before any sync."""
+        params = self._params()
+        return {
+            "index": self.index,
+            "pid": os.getpid(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "version": self.version,
+            "layout": layout_hash([(n, t.shape, t.dtype) for n, t in params]),
+        }
+
+    def _params(self) -> list[tuple[str, torch.Tensor]]:
+        return list(self.policy.model.named_parameters())
+
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, generation: int) -> None:
+        self.group = create_group(backend_for(self.device), host, port, rank, world_size, generation)
+
+    def receive_weights(self) -> dict[str, float]:
+        bucket = int(self.config.cluster.weight_sync_bucket_mb * 1024**2)
+        self.version = -1
+        stats = receive_weights(self.group, self._params(), -1, bucket)
+        self.version = stats.version
+        self.metrics.set("agrpo_weight_version", stats.version, self.tags)
+        return {"version": stats.version, "bytes": stats.bytes, "seconds": stats.seconds}
+
+    def checksum(self) -> str:
+        return model_checksum([t for _, t in self._params()])
+
+    def sample_groups(self, requests: list[dict[str, Any]]) -> list[RolloutGroup]:
+        """Each request is {index, item, seed}: G completions of the item's prompt, one group per request."""
+        if self.version < 0:
+            raise NoWeightsError(f"rollout-{self.index} has no weights from the learner yet")
+        cfg = self.config
+        g = cfg.algorithm.group_size
+        tok = self.policy.tokenizer
+        prompts = []
+        for req in requests:
+            text = render_prompt(cfg.data.task, req["item"], cfg.data.template, tok)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            prompts.extend([ids] * g)
+        generator = torch.Generator(device=self.device).manual_seed(int(requests[0]["seed"]))
+        start = time.perf_counter()
+        batch = sample(
+            self.policy.model,
+            prompts,
+            cfg.sampler,
+            self.policy.mask_id,
+            self.policy.eos_id,
+            self.policy.pad_id,
+            generator,
+            banned_ids=self.policy.banned_ids,
+            logits_fn=lambda ids, mask: mask_predictor_logits(self.policy, ids, mask),
+        )
+        elapsed = time.perf_counter() - start
+        self.metrics.set("agrpo_rollout_sampler_steps_per_second", cfg.sampler.steps / elapsed, self.tags)
+        self.metrics.set("agrpo_rollout_tokens_per_forward", len(prompts) * cfg.sampler.gen_length, self.tags)
+        self.metrics.inc("agrpo_rollout_groups_total", len(requests), self.tags)
+        groups = []
+        for i, req in enumerate(requests):
+            rows = np.arange(i * g, (i + 1) * g)
+            traj = batch.select(rows)
+            groups.append(
+                RolloutGroup(
+                    prompt_index=int(req["index"]),
+                    trajectories=traj,
+                    weight_version=self.version,
+                    seed=int(req["seed"]),
+                    reference=dict(req["item"]),
+                    texts=[self._decode(row) for row in traj.completion_ids],
+                )
+            )
+        return groups
+
+    def _decode(self, ids: np.ndarray) -> str:
+        eos = np.flatnonzero(ids == self.policy.eos_id)
+        cut = ids[: eos[0]] if eos.size else ids
+        return self.policy.tokenizer.decode(cut.tolist(), skip_special_tokens=False)

@@ -1,0 +1,135 @@
+"""The whole loop on a local Ray cluster: rollout workers, learner ranks (DeepSpeed, gloo), reward actor.
+
+Each run is a few steps of the tiny recipe; assertions are on weights, counters and files, never on
+accuracy or time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+
+from cluster.pipeline import RolloutPipeline
+from cluster.train import train
+from common.config import Config, load_config
+
+RECIPE = Path(__file__).resolve().parents[2] / "deploy" / "recipes" / "tiny.yaml"
+
+
+def small_config(run_dir: Path, *overrides: str) -> Config:
+    """The tiny recipe shrunk to seconds: a smaller model, 4 groups of 4 per step."""
+    return load_config(
+        RECIPE,
+        [
+            f"run_dir={run_dir}",
+            "model.tiny.d_model=64",
+            "model.tiny.n_layers=2",
+            "model.tiny.mlp_hidden_size=128",
+            "sampler.gen_length=8",
+            "sampler.block_length=8",
+            "sampler.steps=4",
+            "algorithm.group_size=4",
+            "algorithm.k=2",
+            "learner.groups_per_step=4",
+            "learner.steps=6",
+            "data.num_train=64",
+            "data.num_eval=16",
+            "cluster.cpus_per_rollout_worker=0.4",
+            "cluster.cpus_per_learner=0.4",
+            "cluster.cpus_per_reward_actor=0.2",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False, namespace="agrpo")
+    yield
+    ray.shutdown()
+
+
+def model_weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "checkpoints" / f"step-{step:08d}" / "model" / "model.safetensors"))
+
+
+def metrics_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("staleness", [0, 1])
+def test_two_workers_two_ranks_end_on_learner_weights(local_ray, tmp_path: Path, staleness: int) -> None:
+    config = small_config(
+        tmp_path,
+        "rollout.num_workers=2",
+        "learner.world_size=2",
+        "learner.steps=3",
+        f"rollout.max_staleness={staleness}",
+    )
+    result = train(config)
+    checksums = result["checksums"]
+    assert checksums["rollout"] == [checksums["learner"]] * 2
+    gate, counters = result["gate"], result["pipeline"]
+    assert gate["accepted"] + gate["dropped"] == 3 * 4
+    assert sum(gate["histogram"].values()) == 3 * 4
+    assert max(int(k) for k in gate["histogram"]) <= staleness
+    assert counters["groups_dispatched"] == counters["groups_rewarded"] == 3 * 4
+    if staleness == 1:
+        assert gate["histogram"].get("1", 0) > 0, "with staleness 1 later batches overlap the update"
+    lines = metrics_lines(tmp_path)
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert [s["version"] for s in result["weight_syncs"]] == [0, 1, 2, 3]
+    assert (tmp_path / "config.yaml").is_file()
+    assert (tmp_path / "checkpoints" / "step-00000003" / "manifest.json").is_file()
+
+
+def test_resume_is_exact(local_ray, tmp_path: Path) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(small_config(whole, "checkpoint.every_steps=100"))
+    train(small_config(split, "checkpoint.every_steps=100", "checkpoint.stop_at=3"))
+    assert not (split / "checkpoints" / "step-00000006").exists()
+    train(small_config(split, "checkpoint.every_steps=100", "checkpoint.resume=auto"))
+    a, b = model_weights(whole, 6), model_weights(split, 6)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [line["prompts"] for line in metrics_lines(whole)] == [line["prompts"] for line in metrics_lines(split)]
+    assert [line["step"] for line in metrics_lines(split)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_incompatible_checkpoint_is_refused(local_ray, tmp_path: Path) -> None:
+    train(small_config(tmp_path, "learner.steps=1"))
+    with pytest.raises(Exception, match="different algorithm.group_size"):
+        train(small_config(tmp_path, "learner.steps=2", "checkpoint.resume=auto", "algorithm.group_size=2"))
+
+
+def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
+    local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rollout-1 is killed right after batch 3 was dispatched to it, so its chunks die in flight."""
+    config = small_config(tmp_path, "rollout.num_workers=2", "learner.steps=8", "rollout.max_staleness=1")
+    dispatch = RolloutPipeline.dispatch
+    killed = []
+
+    def dispatch_then_kill(self: RolloutPipeline, batch: int, requests: list[dict]) -> None:
+        dispatch(self, batch, requests)
+        if batch == 3:
+            ray.kill(self.workers[1], no_restart=False)
+            killed.append(batch)
+
+    monkeypatch.setattr(RolloutPipeline, "dispatch", dispatch_then_kill)
+    result = train(config)
+    assert killed == [3]
+    counters = result["pipeline"]
+    assert counters["worker_restarts"] >= 1
+    assert counters["chunks_redispatched"] >= 1
+    assert counters["groups_dispatched"] == counters["groups_sampled"] == counters["groups_rewarded"] == 8 * 4
+    assert result["gate"]["accepted"] + result["gate"]["dropped"] == 8 * 4
+    trained = [p for line in metrics_lines(tmp_path) for p in line["prompts"]]
+    assert len(trained) == len(set(trained)) == 8 * 4 - result["gate"]["dropped"]
+    checksums = result["checksums"]
+    assert checksums["rollout"] == [checksums["learner"]] * 2

@@ -1,0 +1,87 @@
+"""`agrpo sample` in-process with the tiny model: JSONL output, prompt files, one-line user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import main
+from common.model.tokenizer import build_tiny_tokenizer
+
+FAST = ["--gen-length", "16", "--block-length", "8", "--steps", "4", "--device", "cpu"]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_writes_one_line_per_prompt(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "deep" / "out.jsonl"
+    argv = ["sample", "--model", "tiny", "--prompt", "3 5 7 = 22", "--prompt", "1+1="]
+    code = main([*argv, *FAST, "--temperature", "1.0", "--top-k", "20", "--seed", "3", "--output", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert f"wrote 2 samples to {out}" in captured.out
+    assert "sampling" in captured.err  # the progress bar
+    rows = _rows(out)
+    tokenizer = build_tiny_tokenizer()
+    eos = tokenizer.eos_token_id
+    assert [r["prompt"] for r in rows] == ["3 5 7 = 22", "1+1="]
+    for row in rows:
+        ids = row["completion_ids"]
+        assert len(ids) == 16
+        assert tokenizer.mask_token_id not in ids
+        assert row["prompt_ids"] == tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        assert row["num_tokens"] == (ids.index(eos) if eos in ids else 16)
+        assert row["text"] == tokenizer.decode(ids[: row["num_tokens"]], skip_special_tokens=True)
+
+    again = tmp_path / "again.jsonl"
+    main([*argv, *FAST, "--temperature", "1.0", "--top-k", "20", "--seed", "3", "--output", str(again)])
+    assert _rows(again) == rows
+
+
+def test_prompt_files_text_and_jsonl(tmp_path: Path):
+    text = tmp_path / "prompts.txt"
+    text.write_text("first prompt\n\nsecond prompt\n")
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "first prompt", "id": 1}) + "\n" + json.dumps({"prompt": "second prompt"}))
+    outs = []
+    for source in (text, jsonl):
+        out = tmp_path / f"{source.suffix[1:]}.out.jsonl"
+        greedy = ["--temperature", "0", "--remasking", "low_confidence"]
+        assert main(["sample", "--prompt-file", str(source), *FAST, *greedy, "--output", str(out)]) == 0
+        outs.append(_rows(out))
+    assert [r["prompt"] for r in outs[0]] == ["first prompt", "second prompt"]
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--block-length", "5"], "block_length = 5: must divide gen_length = 16"),
+        (["--top-p", "1.5"], "sampler: top_p = 1.5"),
+        (["--remasking", "best"], "sampler: remasking = 'best'"),
+        (["--dtype", "float8"], "model: dtype = 'float8'"),
+        (["--model", "/nonexistent/model"], "/nonexistent/model: directory not found"),
+        (["--device", "gpu"], "--device gpu: not a device name"),
+    ],
+)
+def test_bad_settings_give_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expected: str
+):
+    out = tmp_path / "out.jsonl"
+    code = main(["sample", "--prompt", "x", *FAST, *extra, "--output", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "\n" not in err and err.startswith("agrpo sample: error:")
+    assert expected in err
+    assert not out.exists()
+
+
+def test_bad_prompt_file_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"question": "no prompt"}\n')
+    assert main(["sample", "--prompt-file", str(bad), *FAST, "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert f"{bad}:2: expected an object with a string `prompt` field" in capsys.readouterr().err
