@@ -1,0 +1,151 @@
+"""Held-out accuracy of a policy under the d1 evaluation protocol, at one sampler setting.
+
+The d1 protocol samples one completion per item (in the papers: 256 tokens, block 32, gen_length/2
+steps, `low_confidence` remasking, temperature 0), decodes it up to the first EOS without special tokens,
+and grades it with the task's `grade`, which returns (numerator, denominator); the accuracy of the set
+is sum(numerators) / sum(denominators), so Sudoku counts cells and the other tasks count items.
+
+`evaluate` has no printing and no file output: the `agrpo eval` command and the training driver's
+periodic evaluation (inside a rollout worker) both call it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from common.config import SamplerConfig, _format_error
+from common.errors import ConfigError, DataError
+from common.model.loading import Policy, mask_predictor_logits
+from rewards.tasks import task_module
+from rewards.templates import render_prompt
+from rollout.sampler import sample
+
+
+def eval_sampler(
+    gen_length: int,
+    block_length: int,
+    steps: int,
+    remasking: str = "low_confidence",
+    temperature: float = 0.0,
+    batch_size: int = 64,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> SamplerConfig:
+    """A validated sampler setting, or a one-line ConfigError naming the rule it breaks."""
+    try:
+        return SamplerConfig(
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            remasking=remasking,
+            temperature=temperature,
+            batch_size=batch_size,
+            top_k=top_k,
+            top_p=top_p,
+        )
+    except ValidationError as err:
+        problems = _format_error(err).split("; ")
+        raise ConfigError("; ".join(f"sampler.{problem}" for problem in problems)) from None
+
+
+def encode(tokenizer: Any, text: str, where: str) -> list[int]:
+    """Token ids of `text`; a text the tokenizer cannot encode (the tiny tokenizer knows only printable
+    ASCII) is a one-line DataError naming `where`, not a traceback from inside the tokenizer."""
+    try:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    except Exception as err:  # the Rust tokenizers raise a bare Exception for an unknown character
+        raise DataError(f"{where}: cannot be tokenized ({str(err).strip().splitlines()[0]}): {text[:60]!r}") from None
+
+
+def decode_completion(tokenizer: Any, ids: np.ndarray, eos_id: int) -> str:
+    """The completion text up to its first EOS, special tokens dropped (as the d1 evaluation decodes)."""
+    eos = np.flatnonzero(ids == eos_id)
+    kept = ids[: eos[0]] if eos.size else ids
+    return tokenizer.decode(kept.tolist(), skip_special_tokens=True)
+
+
+def evaluate(
+    policy: Policy,
+    items: Sequence[dict[str, Any]],
+    task: str,
+    template: str,
+    sampler_cfg: SamplerConfig,
+    batch_size: int,
+    seed: int,
+    progress: bool = False,
+    keep_outcomes: bool = False,
+) -> dict[str, Any]:
+    """Sample one completion per item, grade it, and return accuracy = sum(num) / sum(den).
+
+    Returns accuracy, num, den, n (items), seconds (sampling, decoding and grading) and tokens_per_s
+    (completion positions produced per second, EOS padding included); with `keep_outcomes`, also
+    `outcomes`: per item its completion text, num and den. The same seed gives the same completions.
+    The model is put in eval mode for the call and restored afterwards.
+    """
+    if not items:
+        raise ValueError("evaluate() needs at least one item")
+    grade = task_module(task).grade
+    tokenizer = policy.tokenizer
+    prompts = [
+        encode(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt")
+        for i, item in enumerate(items)
+    ]
+    model = policy.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    num = den = 0.0
+    outcomes: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    try:
+        with tqdm(
+            total=len(items),
+            desc=f"eval steps={sampler_cfg.steps}",
+            unit="item",
+            file=sys.stderr,
+            disable=not progress,
+        ) as bar:
+            for lo in range(0, len(items), batch_size):
+                chunk = prompts[lo : lo + batch_size]
+                batch = sample(
+                    model,
+                    chunk,
+                    sampler_cfg,
+                    policy.mask_id,
+                    policy.eos_id,
+                    policy.pad_id,
+                    generator,
+                    banned_ids=policy.banned_ids,
+                    logits_fn=lambda ids, mask: mask_predictor_logits(policy, ids, mask),
+                )
+                for offset, row in enumerate(batch.completion_ids):
+                    text = decode_completion(tokenizer, row, policy.eos_id)
+                    n, d = grade(text, items[lo + offset])
+                    num, den = num + n, den + d
+                    if keep_outcomes:
+                        outcomes.append({"completion": text, "num": n, "den": d})
+                bar.update(len(chunk))
+                bar.set_postfix(accuracy=f"{num / den if den else 0.0:.3f}", refresh=False)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    result: dict[str, Any] = {
+        "accuracy": num / den if den else 0.0,
+        "num": num,
+        "den": den,
+        "n": len(items),
+        "seconds": seconds,
+        "tokens_per_s": len(items) * sampler_cfg.gen_length / seconds if seconds > 0 else 0.0,
+    }
+    if keep_outcomes:
+        result["outcomes"] = outcomes
+    return result

@@ -1,0 +1,129 @@
+"""`agrpo plot` and common/plots.py on synthetic run directories."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import cluster.cli as cli
+from common.errors import DataError
+from common.plots import RUN_PLOTS, moving_average, plot_run, read_metrics, series
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def only_plot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", {"plot": "cluster.commands.plot"})
+
+
+def _write_metrics(run_dir: Path, steps: int = 60, keys: tuple[str, ...] | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for step in range(1, steps + 1):
+        record = {
+            "step": step,
+            "reward_mean": 0.1 + 0.5 * step / steps + 0.05 * math.sin(step),
+            "success_rate": 0.1 + 0.4 * step / steps,
+            "loss": 1.0 / step,
+            "grad_norm": 2.0 + math.cos(step),
+            "staleness_mean": step % 2,
+            "sync_seconds": 0.01 * (1 + step % 3),
+            "sync_bytes_per_s": 5e8,
+        }
+        if step % 10 == 0:
+            record["accuracy"] = 0.2 + 0.5 * step / steps
+        if keys is not None:
+            record = {k: v for k, v in record.items() if k == "step" or k in keys}
+        lines.append(json.dumps(record))
+    lines.insert(5, json.dumps({"step": 5.5, "reward_mean": float("nan")}))
+    path = run_dir / "metrics.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_synthetic_metrics_give_the_four_pngs(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "run")
+    paths, skipped = plot_run(tmp_path / "run")
+    assert [p.name for p in paths] == list(RUN_PLOTS)
+    assert skipped == []
+    for path in paths:
+        assert path.parent == tmp_path / "run" / "plots"
+        assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 10_000
+
+
+def test_eval_json_adds_the_frontier_plot(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "run", steps=5)
+    report = {
+        "checkpoint": "runs/trained",
+        "task": "countdown",
+        "n": 10,
+        "settings": {"gen_length": 16, "block_length": 16},
+        "results": [{"steps": 4, "accuracy": 0.2}, {"steps": 16, "accuracy": 0.4}],
+        "baseline": {"checkpoint": "tiny", "results": [{"steps": 4, "accuracy": 0.1}, {"steps": 16, "accuracy": 0.1}]},
+    }
+    (tmp_path / "run" / "eval.json").write_text(json.dumps(report))
+    paths, _ = plot_run(tmp_path / "run")
+    assert paths[-1].name == "accuracy_vs_steps.png" and paths[-1].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_runs_missing_some_metrics_still_get_every_plot(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "run", steps=3, keys=("loss",))
+    paths, _ = plot_run(tmp_path / "run")
+    assert [p.name for p in paths] == list(RUN_PLOTS) and all(p.is_file() for p in paths)
+
+
+def test_series_keeps_finite_numbers_only(tmp_path: Path) -> None:
+    path = _write_metrics(tmp_path / "run", steps=20)
+    records, _ = read_metrics(path)
+    steps, values = series(records, "accuracy")
+    assert steps == [10.0, 20.0] and values == pytest.approx([0.45, 0.7])
+    assert 5.5 not in series(records, "reward_mean")[0]
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_bad_lines_are_reported_not_dropped_silently(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _write_metrics(tmp_path / "run", steps=3)
+    with path.open("a") as f:
+        f.write('{"step": 4, "loss"\n["no step"]\n')
+    assert cli.main(["plot", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert f"{path}:5: not valid JSON" in captured.err and f"{path}:6: not an object" in captured.err
+    assert f"wrote 4 plots to {tmp_path / 'run' / 'plots'}" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("none", "run directory {run}: not found"),
+        ("empty_dir", "metrics file {run}/metrics.jsonl: not found"),
+        ("empty_file", "metrics file {run}/metrics.jsonl: no records with a `step`"),
+        ("bad_eval", "eval file {run}/eval.json: not valid JSON"),
+    ],
+)
+def test_plot_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, setup: str, message: str) -> None:
+    run = tmp_path / "run"
+    if setup != "none":
+        run.mkdir()
+    if setup == "empty_file":
+        (run / "metrics.jsonl").write_text("\n")
+    if setup == "bad_eval":
+        _write_metrics(run, steps=2)
+        (run / "eval.json").write_text("{")
+    assert cli.main(["plot", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"agrpo plot: error: {message.format(run=run)}") and err.count("\n") == 1
+
+
+def test_read_metrics_of_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_plot_help(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plot", "--help"])
+    assert exit_info.value.code == 0 and "RUN_DIR" in capsys.readouterr().out
