@@ -136,6 +136,7 @@ def _loop(
 
     metrics = RoleMetrics()
     progress = RunProgress(total, state.step)
+    loop_start = time.perf_counter()
     record: dict[str, float] = {}
     for step in range(state.step, total):
         t0 = time.perf_counter()
@@ -197,6 +198,8 @@ def _loop(
             "rollout": ray.get([w.checksum.remote() for w in workers]),
         },
         "weight_syncs": sync.history,
+        "rollout_busy_seconds": ray.get([w.busy.remote() for w in workers]),
+        "loop_seconds": time.perf_counter() - loop_start,
         "reward_stats": scorer.stats(),
         "wall_seconds": time.perf_counter() - start_time,
     }

@@ -22,7 +22,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-CHECKSUM_ROW = 1024
+CHECKSUM_ROW = 512
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,26 @@ def plan_buckets(sizes: Sequence[tuple[int, torch.dtype]], bucket_bytes: int) ->
 
 
 def tensor_checksum(flat: torch.Tensor) -> torch.Tensor:
-    """Two int64 sums over the raw bytes (plain and position-weighted): cheap on GPU, exact, order-aware."""
+    """Three int64 sums (wrapping, identical on every device) over the raw bytes read as int64 words.
+
+    Words are laid out in rows of CHECKSUM_ROW: total, column sums weighted by column, row sums weighted by
+    row. Any changed word changes the total; moved words change a weighted sum. Native int64 reductions
+    run at memory speed, so the check costs a few reads of the bucket, cheap next to sending it.
+    """
     raw = flat.contiguous().view(torch.uint8)
-    pad = (-raw.numel()) % (4 * CHECKSUM_ROW)
-    if pad:
-        raw = torch.cat([raw, raw.new_zeros(pad)])
-    words = raw.view(torch.int32).view(-1, CHECKSUM_ROW).long()
-    weights = torch.arange(1, CHECKSUM_ROW + 1, device=words.device, dtype=torch.long)
-    return torch.stack([words.sum(), (words * weights).sum()])
+    if raw.storage_offset() % 8:
+        raw = raw.clone()  # int64 words need an 8-byte aligned start; the sum depends only on the bytes
+    body = raw.numel() - raw.numel() % (8 * CHECKSUM_ROW)
+    words = raw[:body].view(torch.int64).view(-1, CHECKSUM_ROW)
+    tail = raw[body:].long()
+    cols = torch.arange(1, CHECKSUM_ROW + 1, device=raw.device, dtype=torch.long)
+    rows = torch.arange(1, words.shape[0] + 1, device=raw.device, dtype=torch.long)
+    col_sums = words.sum(dim=0)
+    row_sums = words.sum(dim=1)
+    tail_weights = torch.arange(1, tail.numel() + 1, device=raw.device, dtype=torch.long)
+    return torch.stack(
+        [col_sums.sum() + tail.sum(), (col_sums * cols).sum() + (tail * tail_weights).sum(), (row_sums * rows).sum()]
+    )
 
 
 def model_checksum(tensors: Sequence[torch.Tensor]) -> str:
@@ -104,14 +116,41 @@ def model_checksum(tensors: Sequence[torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def _broadcast(group: dist.ProcessGroup, tensor: torch.Tensor) -> None:
+def _broadcast(group: dist.ProcessGroup, tensor: torch.Tensor) -> dist.Work:
     opts = dist.BroadcastOptions()
     opts.rootRank = 0
-    group.broadcast([tensor], opts).wait()
+    return group.broadcast([tensor], opts)
 
 
-def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
+def contiguous_span(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """A flat view over `tensors` if they lie back to back in one storage, else None (then a copy is needed)."""
+    first = tensors[0]
+    end = first.data_ptr()
+    for t in tensors:
+        if not t.is_contiguous() or t.dtype != first.dtype or t.data_ptr() != end:
+            return None
+        end += t.numel() * t.element_size()
+    total = sum(t.numel() for t in tensors)
+    return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(), (total,))
+
+
+def pack_parameters(module: torch.nn.Module) -> None:
+    """Lay each dtype's parameters back to back in one buffer (in `named_parameters` order).
+
+    Buckets are runs of consecutive same-dtype parameters, so on a packed model every bucket is one
+    contiguous span: the sender broadcasts it without a copy and a receiver gets it in place.
+    """
+    params = [p for _, p in module.named_parameters()]
+    for dtype in dict.fromkeys(p.dtype for p in params):
+        group = [p for p in params if p.dtype == dtype]
+        buffer = torch.empty(sum(p.numel() for p in group), dtype=dtype, device=group[0].device)
+        offset = 0
+        with torch.no_grad():
+            for p in group:
+                view = buffer[offset : offset + p.numel()].view_as(p)
+                view.copy_(p)
+                p.data = view
+                offset += p.numel()
 
 
 def send_weights(
@@ -121,21 +160,30 @@ def send_weights(
     bucket_bytes: int,
     gather: Callable[[list[torch.Tensor]], AbstractContextManager[object]] | None = None,
 ) -> SyncStats:
-    """Broadcast `named` from rank 0; `gather` materialises sharded (ZeRO-3) parameters bucket by bucket."""
+    """Broadcast `named` from rank 0; `gather` materialises sharded (ZeRO-3) parameters bucket by bucket.
+
+    Bucket i is on the wire while bucket i+1 is gathered, flattened and checksummed (two in flight).
+    """
     start = time.perf_counter()
     layout = [(n, t.shape, t.dtype) for n, t in named]
     plan = plan_buckets([(t.numel() * t.element_size(), t.dtype) for _, t in named], bucket_bytes)
     device = named[0][1].device if named else torch.device("cpu")
     header = torch.tensor([version, len(plan), layout_hash(layout)], dtype=torch.long, device=device)
-    _broadcast(group, header)
+    _broadcast(group, header).wait()
     total = 0
+    # Each entry keeps its tensors alive until the asynchronous broadcasts that read them are done.
+    in_flight: list[tuple[list[dist.Work], tuple[torch.Tensor, torch.Tensor]]] = []
     for indices in plan:
         tensors = [named[i][1] for i in indices]
         with gather(tensors) if gather else nullcontext():
-            flat = _flatten(tensors)
-        _broadcast(group, tensor_checksum(flat))
-        _broadcast(group, flat)
+            span = None if gather else contiguous_span(tensors)
+            flat = span if span is not None else torch.cat([t.detach().reshape(-1) for t in tensors])
+        checksum = tensor_checksum(flat)
+        in_flight.append(([_broadcast(group, checksum), _broadcast(group, flat)], (checksum, flat)))
         total += flat.numel() * flat.element_size()
+        while len(in_flight) > 1 or (in_flight and indices is plan[-1]):
+            for work in in_flight.pop(0)[0]:
+                work.wait()
     return SyncStats(version, total, time.perf_counter() - start, len(plan))
 
 
@@ -145,13 +193,17 @@ def receive_weights(
     current_version: int,
     bucket_bytes: int,
 ) -> SyncStats:
-    """Receive into `params` in place, verifying layout, version order and every bucket's checksum."""
+    """Receive into `params`, verifying layout, version order and every bucket's checksum.
+
+    Buckets that are contiguous spans (see `pack_parameters`) are received in place, so the caller must
+    treat its weights as invalid if this raises: a bucket that fails its checksum has already landed.
+    """
     start = time.perf_counter()
     layout = [(n, t.shape, t.dtype) for n, t in params]
     plan = plan_buckets([(t.numel() * t.element_size(), t.dtype) for _, t in params], bucket_bytes)
     device = params[0][1].device if params else torch.device("cpu")
     header = torch.zeros(3, dtype=torch.long, device=device)
-    _broadcast(group, header)
+    _broadcast(group, header).wait()
     version, n_buckets, sender_hash = (int(x) for x in header.tolist())
     # The driver compares layout hashes before a sync starts; these checks only guard against its bugs.
     if sender_hash != layout_hash(layout) or n_buckets != len(plan):
@@ -160,27 +212,53 @@ def receive_weights(
             "hold the same architecture and use the same bucket size"
         )
     # Past this point every bucket is received even when something is wrong, so the sender never hangs;
-    # the error is raised once the collective is complete.
-    problem = None
-    if version < current_version:
-        problem = f"version {version} is older than the version held ({current_version})"
-    expected = torch.zeros(2, dtype=torch.long, device=device)
+    # the error is raised once the collective is complete. An old version lands in scratch buffers.
+    stale = version < current_version
+    problem = f"version {version} is older than the version held ({current_version})" if stale else None
     total = 0
+    pending: list[_Incoming] = []
     for indices in plan:
         tensors = [params[i][1] for i in indices]
-        flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=device)
-        _broadcast(group, expected)
-        _broadcast(group, flat)
+        span = None if stale else contiguous_span(tensors)
+        flat = (
+            span
+            if span is not None
+            else torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=device)
+        )
+        expected = torch.zeros(3, dtype=torch.long, device=device)
+        works = [_broadcast(group, expected), _broadcast(group, flat)]
+        pending.append(_Incoming(params[indices[0]][0], tensors, expected, flat, span is not None, works))
         total += flat.numel() * flat.element_size()
-        if problem is None and not torch.equal(tensor_checksum(flat), expected):
-            problem = f"version {version}: checksum mismatch in the bucket starting at {params[indices[0]][0]}"
-        if problem is None:
-            with torch.no_grad():
-                for t, chunk in zip(tensors, _split(flat, tensors), strict=True):
-                    t.copy_(chunk.view_as(t))
+        if len(pending) > 1:
+            problem = pending.pop(0).land(version, problem)
+    for incoming in pending:
+        problem = incoming.land(version, problem)
     if problem:
         raise WeightSyncError(problem)
     return SyncStats(version, total, time.perf_counter() - start, len(plan))
+
+
+@dataclass
+class _Incoming:
+    """A bucket whose receive was posted; `land` waits, verifies and (if staged) copies it into place."""
+
+    first: str
+    tensors: list[torch.Tensor]
+    expected: torch.Tensor
+    flat: torch.Tensor
+    in_place: bool
+    works: list[dist.Work]
+
+    def land(self, version: int, problem: str | None) -> str | None:
+        for work in self.works:
+            work.wait()
+        if problem is None and not torch.equal(tensor_checksum(self.flat), self.expected):
+            return f"version {version}: checksum mismatch in the bucket starting at {self.first}"
+        if problem is None and not self.in_place:
+            with torch.no_grad():
+                for t, chunk in zip(self.tensors, _split(self.flat, self.tensors), strict=True):
+                    t.copy_(chunk.view_as(t))
+        return problem
 
 
 def _split(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:

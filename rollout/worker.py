@@ -20,7 +20,14 @@ from common.config import Config
 from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits
 from common.record import RolloutGroup
-from learner.weight_sync import backend_for, create_group, layout_hash, model_checksum, receive_weights
+from learner.weight_sync import (
+    backend_for,
+    create_group,
+    layout_hash,
+    model_checksum,
+    pack_parameters,
+    receive_weights,
+)
 from rewards.templates import render_prompt
 from rollout.sampler import sample
 
@@ -44,10 +51,12 @@ class RolloutWorker:
             torch.set_num_threads(max(1, int(self.config.cluster.cpus_per_rollout_worker)))
         self.policy = load_policy(self.config.model, device=self.device, seed=self.config.seed)
         self.policy.model.eval()
+        pack_parameters(self.policy.model)
         self.version = -1
         self.group: Any = None
         self.metrics = RoleMetrics()
         self.tags = {"worker": str(index)}
+        self.busy_seconds = 0.0
 
     def ready(self) -> dict[str, Any]:
         """Identity and the weight layout hash the driver compares with the learner's before any sync."""
@@ -73,6 +82,10 @@ class RolloutWorker:
         self.version = stats.version
         self.metrics.set("agrpo_weight_version", stats.version, self.tags)
         return {"version": stats.version, "bytes": stats.bytes, "seconds": stats.seconds}
+
+    def busy(self) -> float:
+        """Seconds spent sampling since start (the pipeline benchmark's busy fraction)."""
+        return self.busy_seconds
 
     def checksum(self) -> str:
         return model_checksum([t for _, t in self._params()])
@@ -103,6 +116,7 @@ class RolloutWorker:
             logits_fn=lambda ids, mask: mask_predictor_logits(self.policy, ids, mask),
         )
         elapsed = time.perf_counter() - start
+        self.busy_seconds += elapsed
         self.metrics.set("agrpo_rollout_sampler_steps_per_second", cfg.sampler.steps / elapsed, self.tags)
         self.metrics.set("agrpo_rollout_tokens_per_forward", len(prompts) * cfg.sampler.gen_length, self.tags)
         self.metrics.inc("agrpo_rollout_groups_total", len(requests), self.tags)

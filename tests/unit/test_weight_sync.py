@@ -13,6 +13,7 @@ from learner.weight_sync import (
     create_group,
     layout_hash,
     model_checksum,
+    pack_parameters,
     plan_buckets,
     receive_weights,
     send_weights,
@@ -30,7 +31,7 @@ def make_params(seed: int) -> list[tuple[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     shapes = [(7, 5), (300,), (64, 33), (1,), (129, 17)]
     params = [(f"p{i}", torch.randn(s, generator=g)) for i, s in enumerate(shapes)]
-    params.append(("half", torch.randn(40, generator=g).to(torch.bfloat16)))
+    params.append(("p_bf16", torch.randn(40, generator=g).to(torch.bfloat16)))
     return params
 
 
@@ -38,6 +39,12 @@ def _run(rank: int, world: int, port: int, versions: list[int], start_version: i
     torch.set_num_threads(1)
     group = create_group("gloo", "127.0.0.1", port, rank, world, generation=0, timeout_s=60)
     params = make_params(seed=100 if rank == 0 else rank)
+    if rank == 2:
+        packed = torch.nn.Module()
+        for name, t in params:
+            packed.register_parameter(name, torch.nn.Parameter(t, requires_grad=False))
+        pack_parameters(packed)
+        params = list(packed.named_parameters())
     held = start_version
     try:
         for version in versions:
