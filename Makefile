@@ -19,13 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	if [ -f $(EXAMPLE_PLUGIN)/pyproject.toml ]; then \
-		$(BIN)/python -m pip install -q -c constraints.txt -e $(EXAMPLE_PLUGIN); fi
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e $(EXAMPLE_PLUGIN)
 	touch $(STAMP)
 
 train: setup
-	$(BIN)/agrpo sample --model tiny --prompt "3 5 7 = 22" --prompt "1 2 3 = 6" \
-		--gen-length 32 --block-length 8 --steps 16 --temperature 1.0 --output runs/sample/out.jsonl
+	$(BIN)/agrpo train --config deploy/recipes/tiny.yaml
 
 lint: setup
 	$(BIN)/ruff check .

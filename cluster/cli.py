@@ -13,6 +13,7 @@ import sys
 from common.errors import UserError
 
 COMMANDS = {
+    "train": "cluster.commands.train",
     "config": "cluster.commands.config",
     "sample": "cluster.commands.sample",
     "score": "cluster.commands.score",
