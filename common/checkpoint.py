@@ -105,9 +105,7 @@ def step_dir_name(step: int) -> str:
 Writer = Callable[[Path], None]
 
 
-def write_checkpoint(
-    root: Path, step: int, parts: dict[str, Any | Writer], keep_last: int | None = None
-) -> Path:
+def write_checkpoint(root: Path, step: int, parts: dict[str, Any | Writer], keep_last: int | None = None) -> Path:
     """Write `parts` as one checkpoint directory.
 
     A part is either a state (stored by `save_state`) or a writer called with the subdirectory `name/`,

@@ -171,11 +171,7 @@ _ARRAYS = ("completion_ids", "unmask_step", "logprob", "entropy", "filled", "all
 def group_to_state(group: RolloutGroup) -> dict[str, Any]:
     """A checkpointable form (tensors, numbers, strings) of a sampled and rewarded group."""
     t = group.trajectories
-    arrays = {
-        name: torch.from_numpy(np.array(getattr(t, name)))
-        for name in _ARRAYS
-        if getattr(t, name) is not None
-    }
+    arrays = {name: torch.from_numpy(np.array(getattr(t, name))) for name in _ARRAYS if getattr(t, name) is not None}
     return {
         "prompt_index": group.prompt_index,
         "weight_version": group.weight_version,
