@@ -37,5 +37,12 @@ class RunProgress:
             flush=True,
         )
 
+    def phase_note(self, note: str) -> None:
+        """A one-off line about what the run is doing (e.g. an evaluation that takes a while)."""
+        if self.live:
+            self.bar.set_description_str(f"{self.phase} ({note})")
+        else:
+            print(f"[{self.phase}] {note}", file=self.stream, flush=True)
+
     def close(self) -> None:
         self.bar.close()

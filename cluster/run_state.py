@@ -41,6 +41,8 @@ class DriverState:
     gate: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     ready: dict[int, list[RolloutGroup]] = field(default_factory=dict)
+    evals: list[list[float]] = field(default_factory=list)
+    collapse: dict[str, Any] = field(default_factory=dict)
 
 
 def _lookup(data: dict[str, Any], dotted: str) -> Any:
@@ -67,6 +69,8 @@ def save_run(root: Path, config: Config, learners: LearnerGroup, state: DriverSt
             "cursor": state.cursor,
             "gate": state.gate,
             "counters": state.counters,
+            "evals": state.evals,
+            "collapse": state.collapse,
             "config": dump_config(config),
         },
         "batches": {str(b): [group_to_state(g) for g in groups] for b, groups in state.ready.items()},
@@ -102,4 +106,6 @@ def restore_run(path: Path, config: Config, learners: LearnerGroup) -> DriverSta
         gate=driver["gate"],
         counters=driver["counters"],
         ready=ready,
+        evals=driver["evals"],
+        collapse=driver["collapse"],
     )

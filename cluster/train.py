@@ -1,11 +1,11 @@
 """The driver: the single controller of a training run and the `ray job submit` entrypoint.
 
-    python -m cluster.train --config deploy/recipes/tiny.yaml [key.sub=value ...] [--resume]
+    python -m cluster.train [--config deploy/recipes/tiny.yaml] [key.sub=value ...] [--resume]
 
 It reads top to bottom like the data flow of ARCHITECTURE.md: prompts are dispatched to rollout workers
 (batch b is sampled with weight version max(0, b - max_staleness), so rollout of the next S batches overlaps
 the learner update), groups are rewarded as they arrive, the staleness gate admits them, the learner group
-updates, rank 0 broadcasts the new weights, and the driver records metrics and checkpoints.
+updates, rank 0 broadcasts the new weights, and the driver records metrics, evaluates and checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import ray
 
+from cluster.collapse import CollapseGuard
+from cluster.evaluation import HeldOutEvaluator
 from cluster.pipeline import RolloutPipeline
 from cluster.placement import create_placements, remove_placements
 from cluster.progress import RunProgress
@@ -35,7 +37,31 @@ from common.record import RolloutGroup
 from learner.group import LearnerGroup
 from rewards.data import load_task_items
 from rewards.service import RewardService
+from rewards.tasks import task_module
 from rollout.worker import RolloutWorker
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "deploy" / "recipes" / "tiny.yaml"
+
+
+class TrainingCollapsed(UserError):
+    """The collapse guard stopped the run."""
+
+
+def ensure_base_model(config: Config) -> None:
+    """With `model.build_if_missing: sft`, build the base policy at model.path once; later runs reuse it."""
+    path = Path(config.model.path)
+    if config.model.build_if_missing != "sft" or config.model.path == "tiny" or (path / "config.json").is_file():
+        return
+    from learner.sft import run_sft
+
+    print(f"agrpo train: no base model at {path}; building it with agrpo sft (cached for later runs)", file=sys.stderr)
+    sft = config.model_copy(
+        update={
+            "model": config.model.model_copy(update={"path": "tiny"}),
+            "sft": config.sft.model_copy(update={"output": str(path)}),
+        }
+    )
+    run_sft(sft, progress=True)
 
 
 def create_rollout_workers(config: Config, placement: Any) -> list[Any]:
@@ -50,7 +76,15 @@ def create_rollout_workers(config: Config, placement: Any) -> list[Any]:
     ]
 
 
-def step_record(step: int, groups: list[RolloutGroup], ranks: list[dict[str, float]]) -> dict[str, Any]:
+def success_rate(task: str, groups: list[RolloutGroup]) -> float:
+    """Accuracy of the training samples themselves under the task's grader (the collapse guard's signal)."""
+    grade = task_module(task).grade
+    parts = [grade(text, g.reference) for g in groups for text in g.texts]
+    den = sum(d for _, d in parts)
+    return sum(n for n, _ in parts) / den if den else float("nan")
+
+
+def step_record(step: int, task: str, groups: list[RolloutGroup], ranks: list[dict[str, float]]) -> dict[str, Any]:
     """One metrics.jsonl line for the update at learner version `step` (the line says step + 1, done)."""
     rewards = np.concatenate([g.rewards for g in groups]) if groups else np.zeros(0)
     return {
@@ -58,7 +92,7 @@ def step_record(step: int, groups: list[RolloutGroup], ranks: list[dict[str, flo
         "prompts": [g.prompt_index for g in groups],
         "reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
         "reward_std": float(rewards.std()) if rewards.size else float("nan"),
-        "success_rate": float((rewards > 0).mean()) if rewards.size else float("nan"),
+        "success_rate": success_rate(task, groups),
         "loss": float(np.mean([r["loss"] for r in ranks])),
         "grad_norm": ranks[0]["grad_norm"],
         "lr": ranks[0]["lr"],
@@ -74,19 +108,27 @@ def train(config: Config) -> dict[str, Any]:
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
-    checkpoints = run_dir / "checkpoints"
     print(f"agrpo train: run directory {run_dir.resolve()}", file=sys.stderr)
+    start = time.perf_counter()
+    ensure_base_model(config)
     started_ray = not ray.is_initialized() and connect(config.cluster) == "local cluster"
     placements = create_placements(config)
     try:
-        return _run(config, run_dir, checkpoints, placements)
+        result = _run(config, run_dir, placements)
     finally:
         remove_placements(placements)
         if started_ray:
             ray.shutdown()
+    result["wall_seconds"] = time.perf_counter() - start
+    if config.metrics.plots:
+        from common.plots import plot_run
+
+        result["plots"] = [str(p) for p in plot_run(run_dir)[0]]
+    return result
 
 
-def _run(config: Config, run_dir: Path, checkpoints: Path, placements: dict[str, Any]) -> dict[str, Any]:
+def _run(config: Config, run_dir: Path, placements: dict[str, Any]) -> dict[str, Any]:
+    checkpoints = run_dir / "checkpoints"
     items = load_task_items(config.data, "train", config.seed)
     scorer = RewardService.from_config(config)
     learners = LearnerGroup(
@@ -110,7 +152,6 @@ def _loop(
     learners: LearnerGroup,
     workers: list[Any],
 ) -> dict[str, Any]:
-    start_time = time.perf_counter()
     sync = WeightSync(learners, workers)
     sync.check_layout()
 
@@ -119,13 +160,21 @@ def _loop(
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.truncate_after(state.step)
     gate = StalenessGate(config.rollout.max_staleness)
-    if state.gate:
+    guard = CollapseGuard(config.metrics.collapse_window, config.metrics.collapse_ratio)
+    if resume_from:
         gate.load_state_dict(state.gate)
+        guard.load_state_dict(state.collapse)
     stream = PromptStream(items, config.seed, cursor=state.cursor)
     sync.rebuild()
     sync.broadcast()
-
+    evaluator = HeldOutEvaluator(config, workers[0], state.evals)
     total, lag, per_step = config.learner.steps, config.rollout.max_staleness, config.learner.groups_per_step
+    task = config.data.task
+    progress = RunProgress(total, state.step)
+    if state.step == 0:
+        progress.phase_note("evaluating the base policy")
+        log.write({"step": 0, "accuracy": evaluator.run(0)})
+
     chunk = max(1, config.sampler.batch_size // config.algorithm.group_size)
     pipeline = RolloutPipeline(workers, scorer, chunk, on_restart=sync.recover)
     for batch, groups in state.ready.items():
@@ -135,9 +184,8 @@ def _loop(
             pipeline.dispatch(batch, stream.take(per_step))
 
     metrics = RoleMetrics()
-    progress = RunProgress(total, state.step)
     loop_start = time.perf_counter()
-    record: dict[str, float] = {}
+    record: dict[str, Any] = {}
     for step in range(state.step, total):
         t0 = time.perf_counter()
         groups = pipeline.take(step)
@@ -154,7 +202,8 @@ def _loop(
         pipeline.wait_sampled(step + lag)
         synced = sync.broadcast()
 
-        record = step_record(step, admitted, ranks)
+        done = step + 1
+        record = step_record(step, task, admitted, ranks)
         record.update(
             sync_seconds=synced["seconds"],
             sync_bytes_per_s=synced["bytes_per_s"],
@@ -162,35 +211,51 @@ def _loop(
             dropped_total=gate.dropped,
             accepted_total=gate.accepted,
         )
-        if (step + 1) % config.metrics.log_every == 0 or step + 1 == total:
+        stop = config.checkpoint.stop_at == done
+        if evaluator.due(done, last=done == total or stop):
+            record["accuracy"] = evaluator.run(done)
+        if done % config.metrics.log_every == 0 or done == total or "accuracy" in record:
             log.write(record)
-        metrics.set("agrpo_learner_step", step + 1)
-        metrics.set("agrpo_reward_mean_by_task", record["reward_mean"], {"task": config.data.task})
-        progress.update(step + 1, reward=record["reward_mean"], loss=record["loss"])
+        metrics.set("agrpo_learner_step", done)
+        metrics.set("agrpo_reward_mean_by_task", record["reward_mean"], {"task": task})
+        progress.update(
+            done, reward=record["reward_mean"], success=record["success_rate"], accuracy=record.get("accuracy")
+        )
+        collapsed = guard.update(record["success_rate"])
 
-        stop = config.checkpoint.stop_at == step + 1
-        if (step + 1) % config.checkpoint.every_steps == 0 or step + 1 == total or stop:
-            ahead = range(step + 1, min(step + lag, total - 1) + 1)
+        if done % config.checkpoint.every_steps == 0 or done == total or stop or collapsed:
+            ahead = range(done, min(step + lag, total - 1) + 1)
             for batch in ahead:
                 pipeline.wait_ready(batch)
             state = DriverState(
-                step=step + 1,
+                step=done,
                 cursor=stream.cursor,
                 gate=gate.state_dict(),
                 counters=pipeline.counters.as_dict(),
                 ready={b: pipeline.peek(b) for b in ahead},
+                evals=evaluator.history,
+                collapse=guard.state_dict(),
             )
             save_run(checkpoints, config, learners, state)
+        if collapsed:
+            progress.close()
+            raise TrainingCollapsed(
+                f"{collapsed} at step {done} (learner.lr = {config.learner.lr:g}); lower learner.lr, or "
+                f"inspect {run_dir / 'metrics.jsonl'}; the checkpoint of step {done} is in {checkpoints}"
+            )
         if stop:
             break
-        if step + 1 + lag < total:
-            pipeline.dispatch(step + 1 + lag, stream.take(per_step))
+        if done + lag < total:
+            pipeline.dispatch(done + lag, stream.take(per_step))
     progress.close()
 
-    result = {
+    return {
         "run_dir": str(run_dir.resolve()),
         "steps": record.get("step", state.step),
         "final": record,
+        "base_accuracy": evaluator.base(),
+        "final_accuracy": evaluator.final(),
+        "evaluations": evaluator.history,
         "gate": gate.state_dict(),
         "pipeline": pipeline.counters.as_dict(),
         "checksums": {
@@ -198,17 +263,32 @@ def _loop(
             "rollout": ray.get([w.checksum.remote() for w in workers]),
         },
         "weight_syncs": sync.history,
+        "reward_stats": scorer.stats(),
         "rollout_busy_seconds": ray.get([w.busy.remote() for w in workers]),
         "loop_seconds": time.perf_counter() - loop_start,
-        "reward_stats": scorer.stats(),
-        "wall_seconds": time.perf_counter() - start_time,
     }
-    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The lines printed at the end of a run."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    base, final = result["base_accuracy"], result["final_accuracy"]
+    gain = "" if base is None or final is None else f" ({100 * (final - base):+.1f} points)"
+    return "\n".join(
+        [
+            f"agrpo train: done {result['steps']} steps in {result['wall_seconds']:.0f} s",
+            f"  held-out accuracy: base {pct(base)} -> final {pct(final)}{gain} (final = mean of last 3 evaluations)",
+            f"  run directory: {result['run_dir']}",
+        ]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agrpo train", description="Run AGRPO training on Ray.")
-    parser.add_argument("--config", default=None, help="YAML recipe (default: the built-in defaults).")
+    parser.add_argument("--config", default=None, help=f"YAML recipe (default: {DEFAULT_RECIPE.name}).")
     parser.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint in run_dir.")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser
@@ -218,15 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         overrides = [*args.overrides, *(["checkpoint.resume=auto"] if args.resume else [])]
-        result = train(load_config(args.config, overrides))
+        result = train(load_config(args.config or DEFAULT_RECIPE, overrides))
     except UserError as err:
         print(f"agrpo train: error: {err}", file=sys.stderr)
         return 2
-    final = result["final"]
-    print(
-        f"agrpo train: done {result['steps']} steps in {result['wall_seconds']:.0f} s, "
-        f"reward {final.get('reward_mean', float('nan')):.3f}; outputs in {result['run_dir']}"
-    )
+    print(summary(result))
     return 0
 
 

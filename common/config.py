@@ -58,6 +58,10 @@ class ModelConfig(Section):
     logits_shift: bool = Field(
         False, description="Logits at position i predict token i+1 (Dream-style models); shift them back."
     )
+    build_if_missing: Literal["never", "sft"] = Field(
+        "never",
+        description="If model.path does not exist, build it first with `agrpo sft` (the sft section) and cache it there.",
+    )
     allow_pickle: bool = Field(
         False, description="Allow loading pickle (.bin/.pt) checkpoints; unsafe, off by default."
     )
@@ -136,11 +140,9 @@ class RolloutConfig(Section):
     """Rollout workers and the streaming between them and the learner."""
 
     num_workers: int = Field(1, gt=0, description="RolloutWorker actors.")
-    backend: Literal["native", "vllm"] = Field("native", description="Sampling engine of the rollout workers.")
     max_staleness: int = Field(
         1, ge=0, description="Accept a group only if learner_version - group.weight_version <= this; 0 is on-policy."
     )
-    queue_size: int = Field(16, gt=0, description="Bound on rewarded groups waiting for the learner.")
 
 
 class LoraConfig(Section):
@@ -269,8 +271,37 @@ class MetricsConfig(Section):
     """Metrics files and plots."""
 
     log_every: int = Field(1, gt=0, description="Write a metrics.jsonl line every n steps.")
-    eval_every: int = Field(50, gt=0, description="Evaluate held-out accuracy every n steps.")
+    collapse_window: int = Field(
+        20, ge=0, description="Steps averaged by the collapse guard on the training success rate; 0 disables it."
+    )
+    collapse_ratio: float = Field(
+        0.3,
+        ge=0.0,
+        lt=1.0,
+        description="Stop when the windowed success rate falls below this fraction of its best (once that is >= 0.05).",
+    )
     plots: bool = Field(True, description="Write PNG plots at the end of the run.")
+
+
+class EvalConfig(Section):
+    """Held-out accuracy during training: sampler settings that differ from training, and cadence."""
+
+    every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
+    num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")
+    remasking: Literal["low_confidence", "random", "entropy"] = Field(
+        "low_confidence", description="Remasking at evaluation (the d1 protocol uses low_confidence)."
+    )
+    temperature: float = Field(0.0, ge=0.0, description="Temperature at evaluation; 0 is greedy (d1 protocol).")
+    steps: int | None = Field(None, gt=0, description="Sampling steps at evaluation; none = sampler.steps.")
+    batch_size: int = Field(256, gt=0, description="Sequences per evaluation forward pass.")
+
+    def sampler(self, train: SamplerConfig) -> SamplerConfig:
+        """The training sampler with the evaluation overrides applied (validated again)."""
+        values = train.model_dump()
+        values.update(remasking=self.remasking, temperature=self.temperature, batch_size=self.batch_size)
+        if self.steps is not None:
+            values["steps"] = self.steps
+        return SamplerConfig.model_validate(values)
 
 
 class SFTConfig(Section):
@@ -315,6 +346,7 @@ class Config(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description=ClusterConfig.__doc__)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description=CheckpointConfig.__doc__)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description=MetricsConfig.__doc__)
+    evaluation: EvalConfig = Field(default_factory=EvalConfig, description=EvalConfig.__doc__)
     sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
     @model_validator(mode="after")
@@ -324,6 +356,10 @@ class Config(Section):
             raise ValueError(
                 f"algorithm.k = {k}: must be at most sampler.steps = {self.sampler.steps} (use `all` for the exact sum)"
             )
+        try:
+            self.evaluation.sampler(self.sampler)
+        except ValidationError as err:
+            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
         if self.algorithm.name == "agrpo" and self.sampler.temperature == 0:
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
@@ -331,7 +367,7 @@ class Config(Section):
         return self
 
 
-def _format_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
     """One line per problem: `field.path = value: rule`."""
     lines = []
     for e in err.errors():
@@ -399,7 +435,7 @@ def build_config(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_format_error(err)}") from None
+        raise ConfigError(f"{source}: {format_validation_error(err)}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from common.config import Config, SFTConfig, dump_config
 from common.errors import ConfigError, DataError
 from common.model.loading import Policy, load_policy, mask_predictor_logits, save_policy
+from learner.schedule import lr_factor
 from rewards.data import load_task_items
 from rewards.perturb import PERTURBATIONS, wrong_completion
 from rewards.templates import render_prompt
@@ -153,13 +154,6 @@ def masked_diffusion_loss(
     return weighted.sum() / targets.numel()
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup to the peak over `warmup` updates, then cosine decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
     """Indices of each step's batch: seeded epochs, each a fresh permutation, read in consecutive slices."""
     rng = np.random.default_rng(seed)
@@ -178,7 +172,9 @@ def train_sft(policy: Policy, examples: SFTExamples, cfg: SFTConfig, seed: int, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = math.ceil(cfg.warmup_ratio * cfg.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, total=cfg.steps, warmup=warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, total=cfg.steps, warmup=warmup, schedule="cosine")
+    )
     generator = torch.Generator(device=device).manual_seed(seed)
     result = SFTResult([], [])
     model.train()

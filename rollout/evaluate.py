@@ -21,7 +21,7 @@ import torch
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from common.config import SamplerConfig, _format_error
+from common.config import SamplerConfig, format_validation_error
 from common.errors import ConfigError, DataError
 from common.model.loading import Policy, mask_predictor_logits
 from rewards.tasks import task_module
@@ -52,7 +52,7 @@ def eval_sampler(
             top_p=top_p,
         )
     except ValidationError as err:
-        problems = _format_error(err).split("; ")
+        problems = format_validation_error(err).split("; ")
         raise ConfigError("; ".join(f"sampler.{problem}" for problem in problems)) from None
 
 

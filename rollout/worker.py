@@ -16,7 +16,7 @@ import numpy as np
 import ray
 import torch
 
-from common.config import Config
+from common.config import Config, SamplerConfig
 from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits
 from common.record import RolloutGroup
@@ -29,6 +29,7 @@ from learner.weight_sync import (
     receive_weights,
 )
 from rewards.templates import render_prompt
+from rollout.evaluate import evaluate
 from rollout.sampler import sample
 
 
@@ -135,6 +136,12 @@ class RolloutWorker:
                 )
             )
         return groups
+
+    def evaluate(self, items: list[dict[str, Any]], sampler: dict[str, Any], seed: int) -> dict[str, Any]:
+        """Held-out accuracy of the weights this worker holds (see rollout/evaluate.py)."""
+        cfg = SamplerConfig.model_validate(sampler)
+        data = self.config.data
+        return evaluate(self.policy, items, data.task, data.template, cfg, cfg.batch_size, seed)
 
     def _decode(self, ids: np.ndarray) -> str:
         eos = np.flatnonzero(ids == self.policy.eos_id)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from common.config import ModelConfig, SamplerConfig, _format_error
+from common.config import ModelConfig, SamplerConfig, format_validation_error
 from common.errors import ConfigError, DataError, UserError
 from common.model.loading import load_policy, mask_predictor_logits
 from rollout.sampler import sample_batches
@@ -53,7 +53,7 @@ def _validated(schema: type[SamplerConfig] | type[ModelConfig], section: str, va
     try:
         return schema.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(f"{section}: {_format_error(err)}") from None
+        raise ConfigError(f"{section}: {format_validation_error(err)}") from None
 
 
 def read_prompts(path: Path) -> list[str]:

@@ -133,3 +133,36 @@ def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
     assert len(trained) == len(set(trained)) == 8 * 4 - result["gate"]["dropped"]
     checksums = result["checksums"]
     assert checksums["rollout"] == [checksums["learner"]] * 2
+
+
+def test_embedded_default_builds_its_base_then_trains_and_writes_every_artifact(
+    local_ray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agrpo train` on a reduced recipe: SFT base built once and cached, evaluations, plots, checkpoints."""
+    base = tmp_path / "base-arithmetic"
+    overrides = [
+        "data.task=arithmetic",
+        "rewards.plugins=[{name: arithmetic}]",
+        f"model.path={base}",
+        "model.build_if_missing=sft",
+        "sft.steps=5",
+        "sft.batch_size=8",
+        "sft.num_items=32",
+        "learner.steps=4",
+        "evaluation.every_steps=2",
+        "evaluation.num_items=16",
+    ]
+    result = train(small_config(tmp_path / "run", *overrides))
+    assert (base / "model.safetensors").is_file() and (base / "tokenizer.json").is_file()
+    assert "building it with agrpo sft" in capsys.readouterr().err
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints/step-00000004/manifest.json"):
+        assert (run / name).is_file(), name
+    for plot in ("reward_accuracy.png", "loss.png", "staleness.png", "weight_sync.png"):
+        assert (run / "plots" / plot).is_file(), plot
+    assert [step for step, _ in result["evaluations"]] == [0, 2, 4]
+    assert [line["step"] for line in metrics_lines(run) if "accuracy" in line] == [0, 2, 4]
+    assert 0.0 <= result["base_accuracy"] <= 1.0 and 0.0 <= result["final_accuracy"] <= 1.0
+
+    train(small_config(tmp_path / "run2", *overrides))
+    assert "building it with agrpo sft" not in capsys.readouterr().err

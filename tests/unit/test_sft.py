@@ -18,7 +18,6 @@ from learner.sft import (
     build_examples,
     check_wrong_fraction,
     default_output,
-    lr_factor,
     masked_diffusion_loss,
     train_sft,
     training_batch,
@@ -148,9 +147,7 @@ def test_configuration_errors_name_the_field() -> None:
         load_config(overrides=["sft.wrong_fraction=1.5"])
 
 
-def test_schedule_order_and_output_defaults() -> None:
-    assert [lr_factor(s, 10, 2) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
-    assert lr_factor(9, 10, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+def test_batch_order_and_output_defaults() -> None:
     order = batch_order(10, 4, 5, seed=0)
     assert [len(b) for b in order] == [4] * 5
     first_epoch = [int(i) for b in order for i in b][:10]

@@ -1,0 +1,46 @@
+"""The collapse guard: stop a run whose training success rate falls far below its best.
+
+A too-high RL learning rate collapses a small policy within a few hundred steps (ALGORITHM.md section 7):
+the success rate of its own samples drops towards 0 and never recovers. Averaging over a window keeps
+single noisy steps from tripping the guard; requiring a best of at least `min_best` keeps it quiet while a
+policy is still at its starting level.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CollapseGuard:
+    window: int
+    ratio: float
+    min_best: float = 0.05
+    recent: deque[float] = field(default_factory=deque)
+    best: float = 0.0
+
+    def update(self, success_rate: float) -> str | None:
+        """Add one step's success rate; return why the run collapsed, or None while it is healthy."""
+        if self.window <= 0:
+            return None
+        self.recent.append(success_rate)
+        if len(self.recent) > self.window:
+            self.recent.popleft()
+        if len(self.recent) < self.window:
+            return None
+        mean = sum(self.recent) / self.window
+        self.best = max(self.best, mean)
+        if self.best >= self.min_best and mean < self.ratio * self.best:
+            return (
+                f"training success rate collapsed: mean over the last {self.window} steps is {mean:.3f}, "
+                f"below {self.ratio:g} x its best {self.best:.3f}"
+            )
+        return None
+
+    def state_dict(self) -> dict[str, object]:
+        return {"recent": list(self.recent), "best": self.best}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.recent = deque(float(v) for v in state["recent"])  # type: ignore[union-attr]
+        self.best = float(state["best"])  # type: ignore[arg-type]

@@ -1,0 +1,47 @@
+"""Held-out evaluation during training, run on rollout worker 0 with the evaluation sampler settings.
+
+The base policy is evaluated before the first update, then every `evaluation.every_steps` and at the end,
+always on the same held-out items with the same settings, so base and final accuracy compare directly. The
+reported final accuracy is the mean of the last three evaluations (one evaluation swings by a few points).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from common.config import Config
+from common.metrics import RoleMetrics
+from rewards.data import load_task_items
+
+
+class HeldOutEvaluator:
+    def __init__(self, config: Config, worker: Any, history: list[list[float]] | None = None) -> None:
+        self.config = config
+        self.worker = worker
+        items = load_task_items(config.data, "eval", config.seed)
+        self.items = items[: config.evaluation.num_items]
+        self.sampler = config.evaluation.sampler(config.sampler).model_dump(mode="json")
+        self.history: list[list[float]] = history or []
+        self.metrics = RoleMetrics()
+
+    def due(self, step: int, last: bool) -> bool:
+        every = self.config.evaluation.every_steps
+        return last or (every > 0 and step % every == 0)
+
+    def run(self, step: int) -> float:
+        """Accuracy of the rollout policy (which holds the weights of version `step`)."""
+        result = ray.get(self.worker.evaluate.remote(self.items, self.sampler, self.config.seed))
+        accuracy = float(result["accuracy"])
+        self.history.append([step, accuracy])
+        self.metrics.set("agrpo_accuracy", accuracy, {"task": self.config.data.task})
+        return accuracy
+
+    def base(self) -> float | None:
+        return self.history[0][1] if self.history and self.history[0][0] == 0 else None
+
+    def final(self) -> float | None:
+        """Mean of the last three evaluations after the base one."""
+        later = [acc for step, acc in self.history if step > 0][-3:]
+        return sum(later) / len(later) if later else None
