@@ -180,7 +180,7 @@ def group_to_state(group: RolloutGroup) -> dict[str, Any]:
         "texts": list(group.texts),
         "rewards": None if group.rewards is None else torch.from_numpy(np.asarray(group.rewards)),
         "reward_errors": list(group.reward_errors),
-        "prompt_ids": [torch.from_numpy(np.asarray(p)) for p in t.prompt_ids],
+        "prompt_ids": [torch.from_numpy(np.array(p)) for p in t.prompt_ids],
         "arrays": arrays,
         "sampler": t.sampler.model_dump(mode="json"),
         "mask_id": t.mask_id,
