@@ -43,7 +43,7 @@ class LearnerGroup:
         try:
             return ray.get(refs)
         except RayActorError as err:
-            rank = next((i for i, r in enumerate(self.ranks) if r._actor_id == err.actor_id), None)
+            rank = next((i for i, r in enumerate(self.ranks) if r._actor_id.hex() == err.actor_id), None)
             where = self.last_checkpoint()
             how = f"resume with `--resume` (latest checkpoint: {where})" if where else "no checkpoint was written yet"
             raise LearnerRankDied(f"learner rank {rank if rank is not None else '?'} died: {how}") from None

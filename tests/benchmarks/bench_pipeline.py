@@ -38,6 +38,10 @@ def run(staleness: int, steps: int, root: Path, extra: list[str]) -> dict[str, f
             "checkpoint.every_steps=100000",
             "data.num_train=2000",
             "data.num_eval=100",
+            "model.path=tiny",
+            "model.build_if_missing=never",
+            "evaluation.every_steps=0",
+            "evaluation.num_items=16",
             *extra,
         ],
     )

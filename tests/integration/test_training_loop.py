@@ -17,16 +17,23 @@ from safetensors.torch import load_file
 from cluster.pipeline import RolloutPipeline
 from cluster.train import train
 from common.config import Config, load_config
+from learner.group import LearnerGroup, LearnerRankDied
 
 RECIPE = Path(__file__).resolve().parents[2] / "deploy" / "recipes" / "tiny.yaml"
 
 
 def small_config(run_dir: Path, *overrides: str) -> Config:
-    """The tiny recipe shrunk to seconds: a smaller model, 4 groups of 4 per step."""
+    """The tiny recipe shrunk to seconds: arithmetic (short answers), a smaller model, 4 groups of 4 per step."""
     return load_config(
         RECIPE,
         [
             f"run_dir={run_dir}",
+            "model.path=tiny",
+            "model.build_if_missing=never",
+            "data.task=arithmetic",
+            "data.generator={}",
+            "rewards.plugins=[{name: arithmetic}]",
+            "evaluation.num_items=16",
             "model.tiny.d_model=64",
             "model.tiny.n_layers=2",
             "model.tiny.mlp_hidden_size=128",
@@ -141,8 +148,6 @@ def test_embedded_default_builds_its_base_then_trains_and_writes_every_artifact(
     """`agrpo train` on a reduced recipe: SFT base built once and cached, evaluations, plots, checkpoints."""
     base = tmp_path / "base-arithmetic"
     overrides = [
-        "data.task=arithmetic",
-        "rewards.plugins=[{name: arithmetic}]",
         f"model.path={base}",
         "model.build_if_missing=sft",
         "sft.steps=5",
@@ -166,3 +171,22 @@ def test_embedded_default_builds_its_base_then_trains_and_writes_every_artifact(
 
     train(small_config(tmp_path / "run2", *overrides))
     assert "building it with agrpo sft" not in capsys.readouterr().err
+
+
+def test_dead_learner_rank_stops_the_run_naming_the_rank_and_the_resume(
+    local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = small_config(tmp_path, "learner.steps=6", "checkpoint.every_steps=2")
+    submit = LearnerGroup.train_step
+
+    def kill_before_step_3(self: LearnerGroup, groups: list, step: int) -> list:
+        if step == 3:
+            ray.kill(self.ranks[0], no_restart=True)
+        return submit(self, groups, step)
+
+    monkeypatch.setattr(LearnerGroup, "train_step", kill_before_step_3)
+    with pytest.raises(LearnerRankDied) as info:
+        train(config)
+    message = str(info.value)
+    assert "learner rank 0 died" in message
+    assert "resume with `--resume`" in message and "step-00000002" in message
