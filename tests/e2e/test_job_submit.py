@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.small_run import RECIPE, SMALL_RUN
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -116,29 +118,11 @@ def test_ray_job_submit_tiny_recipe(ray_head: dict, tmp_path: Path) -> None:
         "-m",
         "cluster.train",
         "--config",
-        str(ROOT / "deploy" / "recipes" / "tiny.yaml"),
+        str(RECIPE),
         f"run_dir={run_dir}",
-        "model.path=tiny",
-        "model.build_if_missing=never",
-        "data.task=arithmetic",
-        "data.generator={}",
-        "rewards.plugins=[{name: arithmetic}]",
-        "evaluation.num_items=16",
-        "model.tiny.d_model=64",
-        "model.tiny.n_layers=2",
-        "model.tiny.mlp_hidden_size=128",
-        "sampler.gen_length=8",
-        "sampler.block_length=8",
-        "sampler.steps=4",
-        "algorithm.group_size=4",
-        "algorithm.k=2",
-        "learner.groups_per_step=4",
+        *SMALL_RUN,
         "learner.steps=25",
         "data.num_train=128",
-        "data.num_eval=16",
-        "cluster.cpus_per_rollout_worker=0.4",
-        "cluster.cpus_per_learner=0.4",
-        "cluster.cpus_per_reward_actor=0.2",
     ]
     submit = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", ray_head["address"], "--no-wait", "--", *entrypoint],

@@ -18,40 +18,12 @@ from cluster.pipeline import RolloutPipeline
 from cluster.train import train
 from common.config import Config, load_config
 from learner.group import LearnerGroup, LearnerRankDied
-
-RECIPE = Path(__file__).resolve().parents[2] / "deploy" / "recipes" / "tiny.yaml"
+from tests.small_run import RECIPE, SMALL_RUN
 
 
 def small_config(run_dir: Path, *overrides: str) -> Config:
-    """The tiny recipe shrunk to seconds: arithmetic (short answers), a smaller model, 4 groups of 4 per step."""
-    return load_config(
-        RECIPE,
-        [
-            f"run_dir={run_dir}",
-            "model.path=tiny",
-            "model.build_if_missing=never",
-            "data.task=arithmetic",
-            "data.generator={}",
-            "rewards.plugins=[{name: arithmetic}]",
-            "evaluation.num_items=16",
-            "model.tiny.d_model=64",
-            "model.tiny.n_layers=2",
-            "model.tiny.mlp_hidden_size=128",
-            "sampler.gen_length=8",
-            "sampler.block_length=8",
-            "sampler.steps=4",
-            "algorithm.group_size=4",
-            "algorithm.k=2",
-            "learner.groups_per_step=4",
-            "learner.steps=6",
-            "data.num_train=64",
-            "data.num_eval=16",
-            "cluster.cpus_per_rollout_worker=0.4",
-            "cluster.cpus_per_learner=0.4",
-            "cluster.cpus_per_reward_actor=0.2",
-            *overrides,
-        ],
-    )
+    """The tiny recipe shrunk to seconds (tests/small_run.py), then the test's own overrides."""
+    return load_config(RECIPE, [f"run_dir={run_dir}", *SMALL_RUN, *overrides])
 
 
 @pytest.fixture(scope="module")
