@@ -8,327 +8,60 @@ rule they enforce so that a bad value produces one line naming the field path, t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from common.config_sections import (
+    AlgorithmConfig,
+    CheckpointConfig,
+    ClusterConfig,
+    DataConfig,
+    DiffuGRPOConfig,
+    EvalConfig,
+    LearnerConfig,
+    LoraConfig,
+    MetricsConfig,
+    ModelConfig,
+    RewardPluginConfig,
+    RewardsConfig,
+    RolloutConfig,
+    SamplerConfig,
+    Section,
+    SFTConfig,
+    TinyModelConfig,
+)
 from common.errors import ConfigError
 
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TinyModelConfig(Section):
-    """Shape of the built-in LLaDA-architecture model used when `model.path` is `tiny`."""
-
-    d_model: int = Field(128, gt=0, description="Hidden size.")
-    n_layers: int = Field(4, gt=0, description="Number of transformer blocks.")
-    n_heads: int = Field(4, gt=0, description="Attention heads.")
-    n_kv_heads: int = Field(4, gt=0, description="Key/value heads (grouped-query attention when < n_heads).")
-    mlp_hidden_size: int = Field(384, gt=0, description="SwiGLU hidden size.")
-    max_sequence_length: int = Field(256, gt=0, description="Longest prompt + completion the model accepts.")
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> TinyModelConfig:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model = {self.d_model}: must be divisible by n_heads = {self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_kv_heads = {self.n_kv_heads}: must divide n_heads = {self.n_heads}")
-        return self
-
-
-class ModelConfig(Section):
-    """Which mask predictor to train and how to load it."""
-
-    path: str = Field(
-        "tiny",
-        description="`tiny` for the built-in model, or a local checkpoint directory (HF format or LLaDA format).",
-    )
-    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the built-in model.")
-    trust_remote_code: bool = Field(
-        False, description="Allow a checkpoint directory's own modeling code (e.g. Dream) to be imported."
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Parameter dtype; `auto` is bfloat16 on GPU and float32 on CPU."
-    )
-    logits_shift: bool = Field(
-        False, description="Logits at position i predict token i+1 (Dream-style models); shift them back."
-    )
-    build_if_missing: Literal["never", "sft"] = Field(
-        "never",
-        description="If model.path does not exist, build it first with `agrpo sft` (the sft section) and cache it there.",
-    )
-    allow_pickle: bool = Field(
-        False, description="Allow loading pickle (.bin/.pt) checkpoints; unsafe, off by default."
-    )
-
-
-class SamplerConfig(Section):
-    """The diffusion sampler used for training rollouts (ALGORITHM.md section 1)."""
-
-    gen_length: int = Field(32, gt=0, description="Completion length C in tokens.")
-    block_length: int = Field(32, gt=0, description="Block length BL of the semi-autoregressive schedule.")
-    steps: int = Field(16, gt=0, description="Total sampling steps N over the whole completion.")
-    temperature: float = Field(1.0, ge=0.0, description="Softmax temperature; 0 is greedy.")
-    top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 disables top-k.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus truncation; 1.0 disables top-p.")
-    remasking: Literal["low_confidence", "random", "entropy"] = Field(
-        "random", description="Which positions to commit each step; training uses `random` (exact gradient)."
-    )
-    batch_size: int = Field(64, gt=0, description="Sequences per sampler forward pass.")
-    early_exit: bool = Field(
-        True,
-        description="Once a row's block is all EOS, fill the rest of its completion with EOS and stop "
-        "running the model on it (saves forward passes; filled tokens carry no log-prob and no loss).",
-    )
-
-    @model_validator(mode="after")
-    def _schedule(self) -> SamplerConfig:
-        if self.gen_length % self.block_length:
-            raise ValueError(f"block_length = {self.block_length}: must divide gen_length = {self.gen_length}")
-        blocks = self.gen_length // self.block_length
-        if self.steps % blocks:
-            raise ValueError(
-                f"steps = {self.steps}: must be divisible by the number of blocks "
-                f"(gen_length / block_length = {blocks})"
-            )
-        if self.steps > self.gen_length:
-            raise ValueError(f"steps = {self.steps}: must be at most gen_length = {self.gen_length}")
-        return self
-
-
-class DiffuGRPOConfig(Section):
-    """Settings of the diffu-GRPO baseline (ALGORITHM.md section 4)."""
-
-    prompt_mask_prob: float = Field(0.15, ge=0.0, lt=1.0, description="Probability of masking each prompt token.")
-    inner_iterations: int = Field(1, gt=0, description="Gradient updates per rollout batch (mu).")
-    beta: float = Field(0.04, ge=0.0, description="KL coefficient of the diffu-GRPO loss.")
-
-
-class AlgorithmConfig(Section):
-    """The policy-gradient estimator and its variance-reduction options (ALGORITHM.md section 3)."""
-
-    name: Literal["agrpo", "diffu_grpo"] = Field("agrpo", description="Loss: AGRPO or the diffu-GRPO baseline.")
-    group_size: int = Field(8, ge=2, description="Completions G per prompt; advantages are relative to the group.")
-    k: int | Literal["all"] = Field(
-        4, description="Monte Carlo timesteps per trajectory; `all` sums every step 0..L_i exactly."
-    )
-    timestep_sampling: Literal["uniform", "low_discrepancy"] = Field(
-        "low_discrepancy", description="How the k timesteps are drawn (both unbiased)."
-    )
-    importance_sampling: Literal["uniform", "entropy"] = Field(
-        "uniform", description="Draw timesteps uniformly or in proportion to the rollout entropy (reweighted)."
-    )
-    clip_eps: float = Field(0.2, gt=0.0, description="PPO clipping epsilon of the per-token ratio.")
-    beta: float = Field(0.0, ge=0.0, description="k3 KL coefficient against the reference (base) model.")
-    scale_advantages: bool = Field(False, description="Divide advantages by the group reward std.")
-    diffu_grpo: DiffuGRPOConfig = Field(default_factory=DiffuGRPOConfig, description="diffu-GRPO settings.")
-
-    @field_validator("k")
-    @classmethod
-    def _k_positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"k = {value}: must be at least 1 (or `all`)")
-        return value
-
-
-class RolloutConfig(Section):
-    """Rollout workers and the streaming between them and the learner."""
-
-    num_workers: int = Field(1, gt=0, description="RolloutWorker actors.")
-    max_staleness: int = Field(
-        1, ge=0, description="Accept a group only if learner_version - group.weight_version <= this; 0 is on-policy."
-    )
-
-
-class LoraConfig(Section):
-    """LoRA adapters (peft); the released recipe uses r=64, alpha=64."""
-
-    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
-    r: int = Field(64, gt=0, description="Adapter rank.")
-    alpha: int = Field(64, gt=0, description="Adapter scaling alpha.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Adapter dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"],
-        description="Module names that get adapters (LLaDA parameter names).",
-    )
-
-
-class LearnerConfig(Section):
-    """The DeepSpeed learner group and its optimizer."""
-
-    world_size: int = Field(1, gt=0, description="LearnerWorker ranks.")
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
-    steps: int = Field(100, gt=0, description="Optimizer steps of the run.")
-    groups_per_step: int = Field(16, gt=0, description="Prompt groups per optimizer step (global batch).")
-    grad_accumulation: int = Field(1, gt=0, description="Gradient accumulation steps per optimizer step.")
-    micro_batch_size: int = Field(64, gt=0, description="(trajectory, timestep) rows packed into one forward/backward.")
-    lr: float = Field(2e-4, gt=0.0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
-    warmup_ratio: float = Field(0.01, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup.")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
-    grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
-
-    @model_validator(mode="after")
-    def _divisible(self) -> LearnerConfig:
-        ranks = self.world_size * self.grad_accumulation
-        if self.groups_per_step % ranks:
-            raise ValueError(
-                f"groups_per_step = {self.groups_per_step}: must be divisible by "
-                f"world_size * grad_accumulation = {ranks} (each rank takes whole groups)"
-            )
-        return self
-
-
-class RewardPluginConfig(Section):
-    """One reward plugin and its weight in the combined reward."""
-
-    name: str = Field(..., description="Registered name, or a dotted path `package.module:function`.")
-    weight: float = Field(1.0, description="Weight in the combined reward.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the plugin.")
-
-
-class RewardsConfig(Section):
-    """The reward-service pool and the plugins it calls."""
-
-    plugins: list[RewardPluginConfig] = Field(
-        default_factory=lambda: [RewardPluginConfig(name="countdown")],
-        description="Reward plugins combined by weight.",
-    )
-    scheme: Literal["d1", "agrpo"] = Field("d1", description="Reward scheme of the built-in task rewards.")
-    pool_size: int = Field(1, gt=0, description="RewardService actors.")
-    timeout_s: float = Field(5.0, gt=0.0, description="Per-call timeout; a call past it scores 0 with `timeout`.")
-    modules: list[str] = Field(
-        default_factory=list, description="Modules imported at start so their @reward decorators register."
-    )
-
-
-class DataConfig(Section):
-    """Where prompts come from and how they are rendered."""
-
-    task: Literal["countdown", "sudoku", "arithmetic", "gsm8k", "math"] = Field(
-        "countdown", description="Task: decides the grader, reference fields and prompt template."
-    )
-    path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
-    format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
-        "auto", description="File format; `auto` picks it from the suffix."
-    )
-    fields: dict[str, str] = Field(
-        default_factory=dict, description="Map of our field names to the file's column names."
-    )
-    on_malformed: Literal["skip", "fail"] = Field(
-        "skip", description="A malformed row is reported with file and line, then skipped or fatal."
-    )
-    template: Literal["d1", "agrpo", "plain"] = Field("plain", description="Prompt template.")
-    num_train: int = Field(20000, gt=0, description="Generated training items.")
-    num_eval: int = Field(2000, gt=0, description="Generated held-out items.")
-    generator: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments for the task generator (e.g. numbers, blanks)."
-    )
-
-
-class ClusterConfig(Section):
-    """Where the actors run."""
-
-    address: str | None = Field(
-        None, description="Ray address to connect to; none = `auto` under a job, otherwise a local cluster."
-    )
-    namespace: str = Field("agrpo", description="Ray namespace of the run's named actors (one run per namespace).")
-    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started by the driver (none = all).")
-    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster started by the driver (none = all).")
-    gpus_per_rollout_worker: float = Field(0.0, ge=0.0, description="GPUs per rollout worker (0 = CPU).")
-    gpus_per_learner: float = Field(0.0, ge=0.0, description="GPUs per learner rank (0 = CPU).")
-    cpus_per_rollout_worker: float = Field(0.5, gt=0.0, description="CPUs reserved per rollout worker.")
-    cpus_per_learner: float = Field(0.5, gt=0.0, description="CPUs reserved per learner rank.")
-    cpus_per_reward_actor: float = Field(0.25, gt=0.0, description="CPUs reserved per reward actor.")
-    object_store_memory: int = Field(
-        200 * 1024**2, gt=0, description="Object store bytes of a local cluster started by the driver."
-    )
-    dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address of a local cluster.")
-    weight_sync_bucket_mb: float = Field(64.0, gt=0.0, description="Bucket size of the weight broadcast.")
-
-
-class CheckpointConfig(Section):
-    """When and where checkpoints are written, and whether to resume."""
-
-    every_steps: int = Field(50, gt=0, description="Write a checkpoint every n optimizer steps (and at the end).")
-    keep_last: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
-    stop_at: int | None = Field(
-        None,
-        gt=0,
-        description="Stop after the checkpoint of this step (a planned preemption); resume continues the run.",
-    )
-    resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
-
-
-class MetricsConfig(Section):
-    """Metrics files and plots."""
-
-    log_every: int = Field(1, gt=0, description="Write a metrics.jsonl line every n steps.")
-    collapse_window: int = Field(
-        20, ge=0, description="Steps averaged by the collapse guard on the training success rate; 0 disables it."
-    )
-    collapse_ratio: float = Field(
-        0.3,
-        ge=0.0,
-        lt=1.0,
-        description="Stop when the windowed success rate falls below this fraction of its best (once that is >= 0.05).",
-    )
-    plots: bool = Field(True, description="Write PNG plots at the end of the run.")
-
-
-class EvalConfig(Section):
-    """Held-out accuracy during training: sampler settings that differ from training, and cadence."""
-
-    every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
-    num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")
-    remasking: Literal["low_confidence", "random", "entropy"] = Field(
-        "low_confidence", description="Remasking at evaluation (the d1 protocol uses low_confidence)."
-    )
-    temperature: float = Field(0.0, ge=0.0, description="Temperature at evaluation; 0 is greedy (d1 protocol).")
-    steps: int | None = Field(None, gt=0, description="Sampling steps at evaluation; none = sampler.steps.")
-    batch_size: int = Field(256, gt=0, description="Sequences per evaluation forward pass.")
-
-    def sampler(self, train: SamplerConfig) -> SamplerConfig:
-        """The training sampler with the evaluation overrides applied (validated again)."""
-        values = train.model_dump()
-        values.update(remasking=self.remasking, temperature=self.temperature, batch_size=self.batch_size)
-        if self.steps is not None:
-            values["steps"] = self.steps
-        return SamplerConfig.model_validate(values)
-
-
-class SFTConfig(Section):
-    """Masked-diffusion supervised fine-tuning of the base policy (`agrpo sft`), LLaDA's SFT objective."""
-
-    steps: int = Field(1000, gt=0, description="Optimizer steps.")
-    lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
-    batch_size: int = Field(64, gt=0, description="(prompt, completion) pairs per optimizer step.")
-    warmup_ratio: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup before cosine decay."
-    )
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
-    wrong_fraction: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Share of training examples whose completion is a plausible wrong answer (rewards/perturb.py), "
-        "so the base model's pass@G is far above its pass@1 and RL mainly sharpens.",
-    )
-    num_items: int | None = Field(
-        None, gt=0, description="Training items used; none = the whole train split (data.num_train when generated)."
-    )
-    output: str | None = Field(
-        None,
-        description="Directory of the fine-tuned policy; none = `base-<task>` next to run_dir (runs/base-countdown).",
-    )
+__all__ = [
+    "AlgorithmConfig",
+    "CheckpointConfig",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DiffuGRPOConfig",
+    "EvalConfig",
+    "LearnerConfig",
+    "LoraConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "RewardPluginConfig",
+    "RewardsConfig",
+    "RolloutConfig",
+    "SFTConfig",
+    "SamplerConfig",
+    "Section",
+    "TinyModelConfig",
+    "apply_overrides",
+    "build_config",
+    "dump_config",
+    "format_validation_error",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+]
 
 
 class Config(Section):
