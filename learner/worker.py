@@ -81,8 +81,8 @@ class LearnerWorker:
         self.group: Any = None
         self.metrics = RoleMetrics()
 
-    def master_address(self) -> tuple[str, int]:
-        """Where the DeepSpeed world rendezvous (rank 0's node)."""
+    def free_address(self) -> tuple[str, int]:
+        """This node's IP and a free port: the DeepSpeed world's rendezvous, or a weight-group store."""
         return ray.util.get_node_ip_address(), free_port()
 
     def init_engine(self, master_addr: str, master_port: int) -> None:
@@ -153,9 +153,6 @@ class LearnerWorker:
 
     def weight_layout(self) -> int:
         return layout_hash([(n, t.shape, t.dtype) for n, t in self.engine.named_weights_for_sync()])
-
-    def weight_group_address(self) -> tuple[str, int]:
-        return ray.util.get_node_ip_address(), free_port()
 
     def join_weight_group(self, port: int, world_size: int, generation: int) -> None:
         host = ray.util.get_node_ip_address()
