@@ -7,6 +7,7 @@ accuracy or time.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from cluster.pipeline import RolloutPipeline
+from cluster.sync import ready_all
 from cluster.train import train
 from common.config import Config, load_config
 from learner.group import LearnerGroup, LearnerRankDied
@@ -94,15 +96,20 @@ def test_incompatible_checkpoint_is_refused(local_ray, tmp_path: Path) -> None:
 def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
     local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """rollout-1 dies as batch 3 is dispatched to it: its chunk fails and must be dispatched again."""
+    """rollout-1 dies just before batch 3 reaches it: the chunk fails on the restarted, weightless
+    worker, which the driver must re-sync before dispatching the chunk again."""
     config = small_config(tmp_path, "rollout.num_workers=2", "learner.steps=8", "rollout.max_staleness=1")
     dispatch = RolloutPipeline.dispatch
     killed = []
 
     def kill_then_dispatch(self: RolloutPipeline, batch: int, requests: list[dict]) -> None:
-        # Killed just before its chunk is submitted, so the chunk cannot finish before the kill lands.
         if batch == 3:
-            ray.kill(self.workers[1], no_restart=False)
+            worker = self.workers[1]
+            before = ready_all([worker])[0]["pid"]
+            ray.kill(worker, no_restart=False)
+            # ray.kill is asynchronous: wait for the new process, or the chunk could still finish on the old one.
+            while ready_all([worker])[0]["pid"] == before:
+                time.sleep(0.05)
             killed.append(batch)
         dispatch(self, batch, requests)
 
