@@ -27,12 +27,14 @@ at `steps` (or constant). Training is bf16 only on CUDA with a bf16 dtype, float
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
 import deepspeed
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from common.config import LearnerConfig
@@ -41,6 +43,7 @@ from learner import optim_state
 from learner.full_weights import FullWeights, load_module_state, module_state
 from learner.lora import apply_lora
 from learner.schedule import make_optimizer, make_scheduler
+from learner.weight_sync import pack_parameters
 
 STATE_BUCKET_BYTES = 256 * 1024**2
 _NEVER_PRINT = 10**12
@@ -60,18 +63,35 @@ def deepspeed_config(cfg: LearnerConfig, bf16: bool) -> dict[str, Any]:
     }
 
 
-def init_learner_distributed(backend: str, timeout_s: float = 1800.0) -> None:
+def init_learner_distributed(backend: str, timeout_s: float = 1800.0, listen_fd: int | None = None) -> None:
     """Join the learner world from MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK set by the caller.
 
-    DeepSpeed's first init on a CPU machine JIT-compiles its shared-memory comm op (about 40 s, then cached
-    in ~/.cache/torch_extensions); DeepSpeed 0.19.8 has no supported switch to skip it, so it is kept.
+    The world is initialised here, on a TCPStore that rank 0 serves from `listen_fd` when given (a socket
+    listening on the node's Ray address only; torch's own store would listen on every interface); DeepSpeed
+    then adopts the initialised world. DeepSpeed's first init on a CPU machine JIT-compiles its shared-memory
+    comm op (about 40 s, then cached in ~/.cache/torch_extensions); 0.19.8 has no supported switch to skip it.
     """
     if backend not in ("gloo", "nccl"):
         raise ConfigError(f"learner backend {backend!r}: expected 'gloo' (CPU) or 'nccl' (GPU)")
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK") if k not in os.environ]
     if missing:
         raise ConfigError(f"learner distributed init: environment variables {missing} are not set")
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    timeout = timedelta(seconds=timeout_s)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=rank == 0,
+        timeout=timeout,
+        wait_for_workers=False,
+        master_listen_fd=listen_fd if rank == 0 else None,
+    )
+    extra: dict[str, Any] = {}
+    if backend == "nccl" and world_size > 1:
+        extra["device_id"] = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # as DeepSpeed would bind it
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout, **extra)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, timeout=timeout)
 
 
 def uses_bf16(device: torch.device, dtype: torch.dtype) -> bool:
@@ -111,6 +131,10 @@ class LearnerEngine:
         if self.lora:
             model = apply_lora(model, learner_cfg.lora, seed)
         model = model.to(device=self.device, dtype=dtype)
+        if not self.lora:
+            # Weight-sync buckets then leave without a copy: ZeRO 1/2 re-flatten into buffers of their own in
+            # the same order; ZeRO 0 keeps this one; ZeRO-3 partitions it and sync gathers anyway.
+            pack_parameters(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(trainable, learner_cfg)
         scheduler = make_scheduler(optimizer, learner_cfg)
@@ -169,8 +193,16 @@ class LearnerEngine:
         return self._weights.named()
 
     def gather(self, tensors: list[torch.Tensor]) -> AbstractContextManager[None]:
-        """The `gather=` argument of `weight_sync.send_weights`; a collective under ZeRO-3."""
+        """Materialise these handles (see full_weights); a collective under ZeRO-3."""
         return self._weights.gather(tensors)
+
+    @property
+    def sync_gather(self) -> Callable[[list[torch.Tensor]], AbstractContextManager[None]] | None:
+        """The `gather=` argument of `weight_sync.send_weights`: None when the handles are the parameters.
+
+        Without a gather, buckets that are contiguous spans are broadcast in place instead of copied.
+        """
+        return self.gather if self._weights.lazy else None
 
     def join_weight_sync(self, bucket_bytes: int) -> None:
         """On learner ranks other than the sender: take part in the sender's per-bucket ZeRO-3 gathers."""

@@ -74,6 +74,11 @@ class FullWeights:
             self._entries.append(_Entry(plain_name(name) if peft else name, param, layer, handle, empty))
         self._by_handle = {id(e.handle): e for e in self._entries}
 
+    @property
+    def lazy(self) -> bool:
+        """True when some handle holds data only inside `gather` (ZeRO-3 or LoRA)."""
+        return any(e.empty is not None for e in self._entries)
+
     def named(self) -> list[tuple[str, torch.Tensor]]:
         """(plain name, handle) in the plain model's `named_parameters` order."""
         return [(e.name, e.handle) for e in self._entries]

@@ -13,6 +13,7 @@ A worker that joins or restarts cannot join a live group, so the driver builds a
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -48,12 +49,43 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def listening_socket(host: str) -> socket.socket:
+    """A socket listening on `host` only, for a TCPStore to serve from.
+
+    A TCPStore that opens its own port listens on every interface; handing it this socket keeps the learner's
+    rendezvous and weight-group stores on the node's Ray address (127.0.0.1 on a loopback-only cluster), and
+    the port stays reserved between choosing it and the store taking it over.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, 0))
+    sock.listen()
+    return sock
+
+
 def create_group(
-    backend: str, host: str, port: int, rank: int, world_size: int, generation: int, timeout_s: float = 300.0
+    backend: str,
+    host: str,
+    port: int,
+    rank: int,
+    world_size: int,
+    generation: int,
+    timeout_s: float = 300.0,
+    listen_fd: int | None = None,
 ) -> dist.ProcessGroup:
-    """Rank 0 (the learner) hosts the store; a new generation gets a fresh prefix on the same store."""
+    """Rank 0 (the learner) hosts the store, from `listen_fd` when given (a socket listening on `host` only).
+
+    The generation names the group's keys, so a stale member of an older generation can never pair with it.
+    """
     timeout = timedelta(seconds=timeout_s)
-    store = dist.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout, wait_for_workers=False)
+    store = dist.TCPStore(
+        host,
+        port,
+        world_size,
+        is_master=rank == 0,
+        timeout=timeout,
+        wait_for_workers=False,
+        master_listen_fd=listen_fd if rank == 0 else None,
+    )
     prefixed = dist.PrefixStore(f"agrpo-weights-{generation}", store)
     if backend == "gloo":
         return dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
@@ -86,26 +118,24 @@ def plan_buckets(sizes: Sequence[tuple[int, torch.dtype]], bucket_bytes: int) ->
 
 
 def tensor_checksum(flat: torch.Tensor) -> torch.Tensor:
-    """Three int64 sums (wrapping, identical on every device) over the raw bytes read as int64 words.
+    """Three int64 values (wrapping, identical on every device) over the raw bytes read as int64 words.
 
-    Words are laid out in rows of CHECKSUM_ROW: total, column sums weighted by column, row sums weighted by
-    row. Any changed word changes the total; moved words change a weighted sum. Native int64 reductions
-    run at memory speed, so the check costs a few reads of the bucket, cheap next to sending it.
+    Words are laid out in rows of CHECKSUM_ROW (4 KiB): the total, the row sums weighted by row, and the
+    byte count. A changed word changes the total; a shifted, truncated or misplaced span changes the
+    weighted sum or the count. Word order inside one row is not checked: the weighted column sums that would
+    catch it cost three times the single contiguous reduction used here, and on CPU that time comes straight
+    out of the transfer (docs/benchmarks.md, weight sync).
     """
     raw = flat.contiguous().view(torch.uint8)
     if raw.storage_offset() % 8:
         raw = raw.clone()  # int64 words need an 8-byte aligned start; the sum depends only on the bytes
     body = raw.numel() - raw.numel() % (8 * CHECKSUM_ROW)
-    words = raw[:body].view(torch.int64).view(-1, CHECKSUM_ROW)
+    row_sums = raw[:body].view(torch.int64).view(-1, CHECKSUM_ROW).sum(dim=1)
     tail = raw[body:].long()
-    cols = torch.arange(1, CHECKSUM_ROW + 1, device=raw.device, dtype=torch.long)
-    rows = torch.arange(1, words.shape[0] + 1, device=raw.device, dtype=torch.long)
-    col_sums = words.sum(dim=0)
-    row_sums = words.sum(dim=1)
-    tail_weights = torch.arange(1, tail.numel() + 1, device=raw.device, dtype=torch.long)
-    return torch.stack(
-        [col_sums.sum() + tail.sum(), (col_sums * cols).sum() + (tail * tail_weights).sum(), (row_sums * rows).sum()]
-    )
+    rows = torch.arange(1, row_sums.numel() + 1, device=raw.device, dtype=torch.long)
+    tail_weights = torch.arange(1, tail.numel() + 1, device=raw.device, dtype=torch.long) + row_sums.numel()
+    count = torch.tensor(raw.numel(), device=raw.device, dtype=torch.long)
+    return torch.stack([row_sums.sum() + tail.sum(), (row_sums * rows).sum() + (tail * tail_weights).sum(), count])
 
 
 def model_checksum(tensors: Sequence[torch.Tensor]) -> str:

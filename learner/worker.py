@@ -28,13 +28,14 @@ from common.model.loading import load_policy, mask_predictor_logits, resolve_dty
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
 from learner.engine import LearnerEngine, init_learner_distributed
 from learner.update import policy_update
-from learner.weight_sync import backend_for, create_group, layout_hash, model_checksum, send_weights
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+from learner.weight_sync import (
+    backend_for,
+    create_group,
+    layout_hash,
+    listening_socket,
+    model_checksum,
+    send_weights,
+)
 
 
 class _EngineCall:
@@ -80,10 +81,19 @@ class LearnerWorker:
         self.version = 0
         self.group: Any = None
         self.metrics = RoleMetrics()
+        self.listeners: dict[int, socket.socket] = {}
 
     def free_address(self) -> tuple[str, int]:
-        """This node's IP and a free port: the DeepSpeed world's rendezvous, or a weight-group store."""
-        return ray.util.get_node_ip_address(), free_port()
+        """This node's IP and a port listening there: the DeepSpeed world's rendezvous, or a weight-group store."""
+        sock = listening_socket(ray.util.get_node_ip_address())
+        host, port = sock.getsockname()[:2]
+        self.listeners[port] = sock
+        return host, port
+
+    def _listen_fd(self, port: int) -> int | None:
+        """The reserved socket of `port`, handed over to the store that serves it (rank 0 only)."""
+        sock = self.listeners.pop(port, None)
+        return sock.detach() if sock is not None else None
 
     def init_engine(self, master_addr: str, master_port: int) -> None:
         os.environ.update(
@@ -93,7 +103,7 @@ class LearnerWorker:
             WORLD_SIZE=str(self.world_size),
             LOCAL_RANK="0",
         )
-        init_learner_distributed(backend_for(self.device))
+        init_learner_distributed(backend_for(self.device), listen_fd=self._listen_fd(master_port))
         cfg = self.config
         self.policy = load_policy(cfg.model, device=self.device, seed=cfg.seed)
         dtype = resolve_dtype(cfg.model.dtype, self.device)
@@ -156,14 +166,16 @@ class LearnerWorker:
 
     def join_weight_group(self, port: int, world_size: int, generation: int) -> None:
         host = ray.util.get_node_ip_address()
-        self.group = create_group(backend_for(self.device), host, port, 0, world_size, generation)
+        self.group = create_group(
+            backend_for(self.device), host, port, 0, world_size, generation, listen_fd=self._listen_fd(port)
+        )
 
     def broadcast_weights(self) -> dict[str, float]:
         if self.rank != 0:
             self.engine.join_weight_sync(self.bucket_bytes)
             return {"version": self.version, "bytes": 0, "seconds": 0.0}
         named = self.engine.named_weights_for_sync()
-        stats = send_weights(self.group, named, self.version, self.bucket_bytes, gather=self.engine.gather)
+        stats = send_weights(self.group, named, self.version, self.bucket_bytes, gather=self.engine.sync_gather)
         return {"version": stats.version, "bytes": stats.bytes, "seconds": stats.seconds}
 
     def checksum(self) -> str:

@@ -1,9 +1,12 @@
 """Weight-sync bandwidth: bucketed broadcast of a model against one raw broadcast of a flat tensor.
 
-All three variants run on the same gloo group of 1 sender + N receivers, in one run, interleaved over
-repeats: (a) `send_weights`/`receive_weights` (buckets, checksums, header), (b) one `broadcast` of a flat
-tensor of the same byte size (the raw ceiling), (c) one `broadcast` per parameter (the slow reference).
-Prints bytes per second and ratios to raw. Run: `.venv/bin/python tests/benchmarks/bench_weight_sync.py`.
+All variants run on the same gloo group of 1 sender + N receivers, in one run, interleaved over repeats:
+(a) `send_weights`/`receive_weights` (buckets, checksums, header) from a sender whose parameters lie back to
+back, as the learner's are under ZeRO 0-2 (`LearnerEngine` packs them; ZeRO 1/2 keep them in one flat
+buffer), so buckets leave without a copy; (b) the same from an unpacked sender, which copies each bucket
+first (the ZeRO-3 / LoRA path, where a gather or merge materialises the weights anyway); (c) one
+`broadcast` of a flat tensor of the same byte size (the raw ceiling); (d) one `broadcast` per parameter
+(the slow reference). Receivers are packed as RolloutWorkers are. Prints bytes per second and ratios to raw. Run: `.venv/bin/python tests/benchmarks/bench_weight_sync.py`.
 """
 
 from __future__ import annotations
@@ -44,24 +47,26 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: mp.
         d_model=args.d_model, n_layers=args.layers, n_heads=8, n_kv_heads=8, mlp_hidden_size=4 * args.d_model
     )
     model = build_tiny_model(shape, vocab_size=args.vocab, mask_id=args.vocab - 1, eos_id=1, seed=rank)
-    if rank > 0:
-        pack_parameters(model)  # as a RolloutWorker does: buckets then land in place
-    params = list(model.named_parameters())
+    unpacked = list(model.named_parameters()) if rank == 0 else []
+    packed_model = build_tiny_model(shape, vocab_size=args.vocab, mask_id=args.vocab - 1, eos_id=1, seed=rank)
+    pack_parameters(packed_model)
+    params = list(packed_model.named_parameters())
     total_bytes = sum(p.numel() * p.element_size() for _, p in params)
     flat = torch.zeros(total_bytes // 4)
     group = create_group("gloo", "127.0.0.1", port, rank, world, generation=0, timeout_s=600)
     bucket = int(args.bucket_mb * 1024**2)
-    timings: dict[str, list[float]] = {"bucketed": [], "raw": [], "per_param": []}
+    timings: dict[str, list[float]] = {"bucketed": [], "bucketed_copy": [], "raw": [], "per_param": []}
     for repeat in range(args.repeats + 1):
         for name in timings:
             _broadcast(group, torch.zeros(1)).wait()
             start = time.perf_counter()
             with torch.no_grad():
-                if name == "bucketed":
+                if name.startswith("bucketed"):
+                    version = 2 * repeat + (name == "bucketed_copy")
                     if rank == 0:
-                        send_weights(group, params, repeat + 1, bucket)
+                        send_weights(group, unpacked if name == "bucketed_copy" else params, version + 1, bucket)
                     else:
-                        receive_weights(group, params, repeat, bucket)
+                        receive_weights(group, params, version, bucket)
                 elif name == "raw":
                     _broadcast(group, flat).wait()
                 else:
@@ -94,10 +99,10 @@ def main() -> None:
         p.join()
     raw = total_bytes / medians["raw"]
     print(f"model {total_bytes / 1e6:.1f} MB, 1 sender -> {args.receivers} receivers, gloo on loopback")
-    print(f"{'variant':<12}{'seconds':>10}{'MB/s':>10}{'vs raw':>9}")
-    for name in ("raw", "bucketed", "per_param"):
+    print(f"{'variant':<15}{'seconds':>10}{'MB/s':>10}{'vs raw':>9}")
+    for name in ("raw", "bucketed", "bucketed_copy", "per_param"):
         bw = total_bytes / medians[name]
-        print(f"{name:<12}{medians[name]:>10.3f}{bw / 1e6:>10.1f}{bw / raw:>9.2f}")
+        print(f"{name:<15}{medians[name]:>10.3f}{bw / 1e6:>10.1f}{bw / raw:>9.2f}")
 
 
 if __name__ == "__main__":

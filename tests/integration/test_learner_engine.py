@@ -103,7 +103,7 @@ def _train(engine: Any, steps: range, rank: int) -> list[dict[str, float]]:
 
 def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
     from learner.engine import LearnerEngine
-    from learner.weight_sync import create_group, send_weights
+    from learner.weight_sync import contiguous_span, create_group, send_weights
 
     cfg = learner_cfg(stage)
     engine = LearnerEngine(tiny(), cfg, rank, WORLD, "cpu", torch.float32)
@@ -118,9 +118,11 @@ def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
     with engine.gather([t for _, t in named]):
         synced = {n: t.detach().clone() for n, t in named}
     outside_is_nan = all(bool(torch.isnan(t).all()) for _, t in named) if stage == 3 else None
+    # Without ZeRO-3 the handles are the parameters, laid back to back: buckets go out without a copy.
+    sent_in_place = engine.sync_gather is None and contiguous_span([t for _, t in named]) is not None
     if rank == 0:
         group = create_group("gloo", "127.0.0.1", _free_port(), 0, 1, generation=0, timeout_s=60)
-        buckets = send_weights(group, named, version=1, bucket_bytes=16 * 1024, gather=engine.gather).buckets
+        buckets = send_weights(group, named, version=1, bucket_bytes=16 * 1024, gather=engine.sync_gather).buckets
     else:
         engine.join_weight_sync(16 * 1024)
         buckets = None
@@ -147,6 +149,7 @@ def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
         "sync_names": [n for n, _ in named],
         "outside_is_nan": outside_is_nan,
         "buckets": buckets,
+        "sent_in_place": sent_in_place,
         "resumed_stats": resumed_stats,
         "double_backward_refused": double_backward_refused,
         "resumed_equal": all(torch.equal(final[k], resumed_final[k]) for k in final),
@@ -315,6 +318,7 @@ def test_sync_handles_give_full_weights_in_plain_order(world: dict, stage: int) 
         for name in plain_names:
             assert np.array_equal(got["synced"][name], got["final"][name]), name
     assert world[0][f"stage{stage}"]["buckets"] > 1
+    assert all(world[r][f"stage{stage}"]["sent_in_place"] == (stage != 3) for r in range(WORLD))
     if stage == 3:
         assert all(world[r]["stage3"]["outside_is_nan"] for r in range(WORLD))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import socket
 
+import psutil
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from learner.weight_sync import (
     WeightSyncError,
     create_group,
     layout_hash,
+    listening_socket,
     model_checksum,
     pack_parameters,
     plan_buckets,
@@ -110,16 +112,22 @@ def test_bucket_plan_respects_size_and_dtype() -> None:
     assert plan_buckets(sizes, 10_000) == [[0, 1, 2], [3], [4]]
 
 
-def test_checksum_detects_changed_and_reordered_bytes() -> None:
-    flat = torch.randn(5000)
+def test_checksum_detects_changed_moved_and_truncated_bytes() -> None:
+    flat = torch.randn(5000)  # 20,000 bytes: four 4 KiB rows and a tail
     base = tensor_checksum(flat)
+    assert torch.equal(tensor_checksum(flat.clone()), base)
     changed = flat.clone()
     changed[1234] += 1e-3
     assert not torch.equal(tensor_checksum(changed), base)
-    swapped = flat.clone()
-    swapped[[10, 11]] = swapped[[11, 10]]
-    assert not torch.equal(tensor_checksum(swapped), base)
-    assert torch.equal(tensor_checksum(flat.clone()), base)
+    rows_swapped = flat.clone()
+    rows_swapped[:1024], rows_swapped[1024:2048] = flat[1024:2048].clone(), flat[:1024].clone()
+    assert not torch.equal(tensor_checksum(rows_swapped), base)
+    assert not torch.equal(tensor_checksum(torch.roll(flat, 1)), base)
+    tail_swapped = flat.clone()
+    tail_swapped[[4990, 4991]] = tail_swapped[[4991, 4990]]
+    assert not torch.equal(tensor_checksum(tail_swapped), base)
+    assert not torch.equal(tensor_checksum(torch.cat([flat, torch.zeros(2)])), base)
+    assert not torch.equal(tensor_checksum(flat[1:]), tensor_checksum(flat[:-1]))
 
 
 def test_layout_hash_sees_shape_dtype_and_name() -> None:
@@ -133,3 +141,17 @@ def test_layout_hash_sees_shape_dtype_and_name() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(ValueError, match="expected 'gloo' or 'nccl'"):
         create_group("mpi", "127.0.0.1", free_port(), 0, 1, 0, timeout_s=5)
+
+
+def test_store_listens_only_on_the_address_it_was_given() -> None:
+    sock = listening_socket("127.0.0.1")
+    port = sock.getsockname()[1]
+    group = create_group("gloo", "127.0.0.1", port, 0, 1, generation=0, timeout_s=5, listen_fd=sock.detach())
+    listening = {
+        c.laddr.ip
+        for c in psutil.Process().net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+    assert listening == {"127.0.0.1"}
+    params = make_params(0)
+    assert send_weights(group, params, version=1, bucket_bytes=4096).bytes > 0
