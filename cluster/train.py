@@ -11,6 +11,7 @@ updates, rank 0 broadcasts the new weights, and the driver records metrics, eval
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def step_record(step: int, task: str, groups: list[RolloutGroup], ranks: list[di
         "grad_norm": ranks[0]["grad_norm"],
         "lr": ranks[0]["lr"],
         "clip_fraction": float(np.mean([r["clip_fraction"] for r in ranks])),
+        "kl": float(np.mean([r["kl"] for r in ranks])),
         "max_logprob_diff": float(max(r["max_logprob_diff"] for r in ranks)),
         "timesteps_per_s": float(sum(r["timesteps_per_s"] for r in ranks)),
         "staleness_mean": float(np.mean([step - g.weight_version for g in groups])) if groups else 0.0,
@@ -120,6 +122,8 @@ def train(config: Config) -> dict[str, Any]:
         if started_ray:
             ray.shutdown()
     result["wall_seconds"] = time.perf_counter() - start
+    keys = ("steps", "base_accuracy", "final_accuracy", "evaluations", "wall_seconds", "run_dir")
+    (run_dir / "summary.json").write_text(json.dumps({k: result.get(k) for k in keys}, indent=2) + "\n")
     if config.metrics.plots:
         from common.plots import plot_run
 

@@ -27,6 +27,7 @@ from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits, resolve_dtype
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
 from learner.engine import LearnerEngine, init_learner_distributed
+from learner.logprobs import LogitsFn
 from learner.update import policy_update
 from learner.weight_sync import (
     backend_for,
@@ -111,6 +112,31 @@ class LearnerWorker:
             self.policy.model, cfg.learner, self.rank, self.world_size, self.device, dtype, seed=cfg.seed
         )
         self.bucket_bytes = int(cfg.cluster.weight_sync_bucket_mb * 1024**2)
+        self.reference = self._reference_logits(dtype)
+
+    def _reference_logits(self, dtype: torch.dtype) -> LogitsFn | None:
+        """The frozen starting policy of the KL term (beta > 0), or None without one.
+
+        With LoRA it is the trained module with its adapters switched off (no second copy). With full
+        fine-tuning it is a frozen copy of `model.path`, a second model in memory as in d1 (TRL's reference
+        model); after a resume it is still the starting policy, never the trained weights.
+        """
+        cfg = self.config
+        beta = cfg.algorithm.beta if cfg.algorithm.name == "agrpo" else cfg.algorithm.diffu_grpo.beta
+        if beta <= 0:
+            return None
+        shift = self.policy.logits_shift
+        if cfg.learner.lora.enabled:
+            module = self.engine.module
+
+            def adapters_off(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                with module.disable_adapter():
+                    return mask_predictor_logits(module, input_ids, attention_mask, shift)
+
+            return adapters_off
+        frozen = load_policy(cfg.model, device=self.device, seed=cfg.seed).model.to(dtype=dtype)
+        frozen.eval().requires_grad_(False)
+        return lambda input_ids, attention_mask: mask_predictor_logits(frozen, input_ids, attention_mask, shift)
 
     def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The policy's logits through DeepSpeed's forward (its ZeRO hooks), aligned as the sampler sees them."""
@@ -141,6 +167,7 @@ class LearnerWorker:
             generator=generator,
             mask_seeds=seeds,
             logits_fn=self._logits,
+            ref_logits_fn=self.reference,
         )
         self.version += 1
         seconds = time.perf_counter() - start

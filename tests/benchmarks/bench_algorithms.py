@@ -1,8 +1,10 @@
 """AGRPO against diffu-GRPO (and a sweep over k) on the embedded default, several seeds each.
 
-Each run is the full `agrpo train` of a recipe (the cached SFT base is shared, so it is built once);
-the script prints, side by side, base and final held-out accuracy (mean of the last three evaluations),
-the gain's mean and spread over seeds, wall time and accuracy gained per CPU-minute (wall time x CPUs).
+Each run is the full `agrpo train` of a recipe (the cached SFT base is shared, so it is built once). A run
+whose directory already holds a `summary.json` for the same config is read back, not rerun, so an
+interrupted benchmark resumes where it stopped. The script prints, side by side, base and final held-out
+accuracy (mean of the last three evaluations), the gain's mean and spread over seeds, wall time and accuracy
+gained per CPU-minute (wall time x CPUs).
 
     .venv/bin/python tests/benchmarks/bench_algorithms.py                      # AGRPO vs diffu-GRPO, 3 seeds
     .venv/bin/python tests/benchmarks/bench_algorithms.py --sweep-k 1,4,8,all  # k sweep of AGRPO
@@ -17,19 +19,33 @@ import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cluster.train import train
-from common.config import load_config
+from common.config import Config, dump_config, load_config
 
 RECIPES = Path(__file__).resolve().parents[2] / "deploy" / "recipes"
 
 
+def finished(config: Config) -> dict[str, Any] | None:
+    """The summary of a finished run with exactly this config (a rerun of the benchmark skips it)."""
+    run_dir = Path(config.run_dir)
+    summary, saved = run_dir / "summary.json", run_dir / "config.yaml"
+    if summary.is_file() and saved.is_file() and saved.read_text() == dump_config(config):
+        return json.loads(summary.read_text())
+    return None
+
+
 def run(name: str, recipe: str, seed: int, root: Path, overrides: list[str]) -> dict[str, float]:
     config = load_config(RECIPES / recipe, [f"run_dir={root / name / f'seed-{seed}'}", f"seed={seed}", *overrides])
-    result = train(config)
+    result = finished(config)
+    if result is None:
+        result = train(config)
+    else:
+        print(f"{config.run_dir}: finished before, read from its summary.json", file=sys.stderr)
     cpus = config.cluster.num_cpus or os.cpu_count() or 1
     gain = result["final_accuracy"] - result["base_accuracy"]
     return {

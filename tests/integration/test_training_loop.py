@@ -93,6 +93,28 @@ def test_incompatible_checkpoint_is_refused(local_ray, tmp_path: Path) -> None:
         train(small_config(tmp_path, "learner.steps=2", "checkpoint.resume=auto", "algorithm.group_size=2"))
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_kl_term_uses_the_starting_policy_as_reference(local_ray, tmp_path: Path, lora: bool) -> None:
+    """diffu-GRPO with its KL term (as tiny-diffu-grpo.yaml): full fine-tuning keeps a frozen copy of the
+    starting policy, LoRA switches the adapters off; the KL starts at 0 and grows once the policy moves."""
+    config = small_config(
+        tmp_path,
+        "algorithm.name=diffu_grpo",
+        "algorithm.diffu_grpo.beta=0.04",
+        # The untrained policy never answers right; the length penalty gives its groups advantages to follow.
+        "rewards.plugins=[{name: arithmetic}, {name: length_penalty, kwargs: {max_chars: 4}}]",
+        "learner.lr=0.02",
+        "learner.warmup_ratio=0",
+        "learner.steps=3",
+        f"learner.lora.enabled={str(lora).lower()}",
+    )
+    train(config)
+    kl = [line["kl"] for line in metrics_lines(tmp_path) if "kl" in line]
+    assert len(kl) == 3
+    assert all(value >= 0 for value in kl)
+    assert kl[-1] > 1e-4, kl
+
+
 def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
     local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +175,9 @@ def test_embedded_default_builds_its_base_then_trains_and_writes_every_artifact(
     assert [step for step, _ in result["evaluations"]] == [0, 2, 4]
     assert [line["step"] for line in all_lines(run) if "accuracy" in line] == [0, 2, 4]
     assert 0.0 <= result["base_accuracy"] <= 1.0 and 0.0 <= result["final_accuracy"] <= 1.0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["evaluations"] == result["evaluations"] and summary["steps"] == 4
+    assert summary["final_accuracy"] == result["final_accuracy"] and summary["wall_seconds"] > 0
 
     train(small_config(tmp_path / "run2", *overrides))
     assert "building it with agrpo sft" not in capsys.readouterr().err
