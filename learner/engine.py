@@ -131,9 +131,10 @@ class LearnerEngine:
         if self.lora:
             model = apply_lora(model, learner_cfg.lora, seed)
         model = model.to(device=self.device, dtype=dtype)
-        if not self.lora:
-            # Weight-sync buckets then leave without a copy: ZeRO 1/2 re-flatten into buffers of their own in
-            # the same order; ZeRO 0 keeps this one; ZeRO-3 partitions it and sync gathers anyway.
+        if not self.lora and learner_cfg.zero_stage == 0:
+            # Weight-sync buckets then leave without a copy. ZeRO 1/2 flatten the parameters into buffers of
+            # their own, in the same order, so they need no packing (and a model-sized copy here would only
+            # raise peak memory); ZeRO-3 partitions them and the sync gathers anyway.
             pack_parameters(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(trainable, learner_cfg)
