@@ -50,7 +50,7 @@ class WeightSync:
         """A new group generation with every current member (needed whenever a member restarts)."""
         self.generation += 1
         self.members = [info["pid"] for info in ready_all(self.workers)]
-        host, port = ray.get(self.learners.ranks[0].free_address.remote())
+        host, port = ray.get(self.learners.ranks[0].reserve_address.remote())
         world = 1 + len(self.workers)
         refs = [self.learners.ranks[0].join_weight_group.remote(port, world, self.generation)]
         refs += [

@@ -36,7 +36,7 @@ class LearnerGroup:
             ).remote(config, rank, self.world_size)
             for rank in range(self.world_size)
         ]
-        master = self._get([self.ranks[0].free_address.remote()])[0]
+        master = self._get([self.ranks[0].reserve_address.remote()])[0]
         self._get([r.init_engine.remote(*master) for r in self.ranks])
 
     def _get(self, refs: list[Any]) -> list[Any]:

@@ -84,7 +84,7 @@ class LearnerWorker:
         self.metrics = RoleMetrics()
         self.listeners: dict[int, socket.socket] = {}
 
-    def free_address(self) -> tuple[str, int]:
+    def reserve_address(self) -> tuple[str, int]:
         """This node's IP and a port listening there: the DeepSpeed world's rendezvous, or a weight-group store."""
         sock = listening_socket(ray.util.get_node_ip_address())
         host, port = sock.getsockname()[:2]

@@ -46,9 +46,12 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: mp.
     shape = TinyModelConfig(
         d_model=args.d_model, n_layers=args.layers, n_heads=8, n_kv_heads=8, mlp_hidden_size=4 * args.d_model
     )
-    model = build_tiny_model(shape, vocab_size=args.vocab, mask_id=args.vocab - 1, eos_id=1, seed=rank)
-    unpacked = list(model.named_parameters()) if rank == 0 else []
-    packed_model = build_tiny_model(shape, vocab_size=args.vocab, mask_id=args.vocab - 1, eos_id=1, seed=rank)
+
+    def build() -> torch.nn.Module:
+        return build_tiny_model(shape, vocab_size=args.vocab, mask_id=args.vocab - 1, eos_id=1, seed=rank)
+
+    unpacked = list(build().named_parameters()) if rank == 0 else []
+    packed_model = build()
     pack_parameters(packed_model)
     params = list(packed_model.named_parameters())
     total_bytes = sum(p.numel() * p.element_size() for _, p in params)
