@@ -7,6 +7,7 @@ rule they enforce so that a bad value produces one line naming the field path, t
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,22 @@ class Config(Section):
         return self
 
 
+def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the schema allows in the section at `loc` (list indices skipped), for 'did you mean'."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
 def format_validation_error(err: ValidationError) -> str:
     """One line per problem: `field.path = value: rule`."""
     lines = []
@@ -107,7 +124,9 @@ def format_validation_error(err: ValidationError) -> str:
         path = ".".join(str(p) for p in e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key")
+            close = difflib.get_close_matches(str(e["loc"][-1]), _section_keys(e["loc"][:-1]), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            lines.append(f"{path} = {e.get('input')!r}: unknown key{hint}")
         elif e["type"] == "value_error":
             # Validators phrase their message as `field = value: rule`; a field validator's location
             # already ends in that field, a model validator's location is the section holding it.
@@ -149,6 +168,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning file and syntax problems into one-line errors."""
     p = Path(path)
@@ -157,7 +183,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p}: not valid YAML ({exc})") from None
+        raise ConfigError(f"config file {p}: not valid YAML ({_yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
     return data

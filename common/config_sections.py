@@ -123,12 +123,13 @@ class AlgorithmConfig(Section):
     scale_advantages: bool = Field(False, description="Divide advantages by the group reward std.")
     diffu_grpo: DiffuGRPOConfig = Field(default_factory=DiffuGRPOConfig, description="diffu-GRPO settings.")
 
-    @field_validator("k")
+    @field_validator("k", mode="before")
     @classmethod
-    def _k_positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"k = {value}: must be at least 1 (or `all`)")
-        return value
+    def _k_positive(cls, value: object) -> object:
+        # Checked before pydantic tries each member of the union, which would report one error per member.
+        if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"k = {value!r}: must be an integer of at least 1, or `all`")
 
 
 class RolloutConfig(Section):

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cluster.commands import add_loading_flags, loading_overrides
+
 DEFAULT_GEN_LENGTH = 32
 DEFAULT_GENERATED_ITEMS = 500
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", default=None, help="A second checkpoint (or `tiny`) to draw on the same plot.")
     parser.add_argument("--output", default=None, help="Output directory (default <checkpoint>/eval-<task>).")
     parser.add_argument("--device", default="auto", help="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
+    add_loading_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -113,7 +116,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     if args.data and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: not found")
     data = config.data.model_copy(update={"task": args.task, "template": args.template})
-    return config.model, data, samplers
+    return config.model.model_copy(update=loading_overrides(args)), data, samplers
 
 
 def load_eval_items(args: argparse.Namespace, data: Any) -> tuple[list[dict[str, Any]], str]:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from cluster.commands import add_loading_flags, loading_overrides
 from common.config import ModelConfig, SamplerConfig, format_validation_error
 from common.errors import ConfigError, DataError, UserError
 from common.model.loading import load_policy, mask_predictor_logits
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the sampler's random draws.")
     parser.add_argument("--device", default="auto", help="`auto` (CUDA if present), `cpu`, `cuda`, `cuda:1`...")
     parser.add_argument("--dtype", default="auto", help="Parameter dtype: auto, float32, bfloat16 or float16.")
+    add_loading_flags(parser)
     parser.add_argument("--output", required=True, help="JSONL file to write (parent folders are created).")
     parser.set_defaults(func=run)
 
@@ -118,6 +120,25 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _writable(output: Path) -> Path:
+    """Fail before minutes of sampling, not after, when the output cannot be written."""
+    if output.is_dir():
+        raise UserError(f"--output {output}: is a directory, expected a file path")
+    blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"--output {output}: {blocker} is a file, not a folder")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        existed = output.exists()
+        with output.open("a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise UserError(f"--output {output}: cannot be written ({err.strerror})") from None
+    if not existed:
+        output.unlink()
+    return output
+
+
 def _completion_text(tokenizer: Any, ids: list[int], eos_id: int) -> tuple[str, int]:
     length = ids.index(eos_id) if eos_id in ids else len(ids)
     return tokenizer.decode(ids[:length], skip_special_tokens=True), length
@@ -129,12 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if args.block_length is None:
         sampler_values["block_length"] = args.gen_length
     cfg = _validated(SamplerConfig, "sampler", sampler_values)
-    model_cfg = _validated(ModelConfig, "model", {"path": args.model, "dtype": args.dtype})
-    output = Path(args.output)
-    if output.is_dir():
-        raise UserError(f"--output {output}: is a directory, expected a file path")
+    model_cfg = _validated(ModelConfig, "model", {"path": args.model, "dtype": args.dtype, **loading_overrides(args)})
     texts = args.prompt if args.prompt is not None else read_prompts(Path(args.prompt_file))
     device = _device(args.device)
+    output = _writable(Path(args.output))
 
     policy = load_policy(model_cfg, device=device)
     policy.model.eval()
@@ -152,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
         logits_fn=lambda ids, mask: mask_predictor_logits(policy, ids, mask),
         progress=True,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as out:
         for i, text in enumerate(texts):
             ids = record.completion_ids[i].tolist()

@@ -14,11 +14,13 @@ files (`.bin`, `.pt`) only with `model.allow_pickle=true`. Every problem with th
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     MODEL_FOR_MASKED_LM_MAPPING,
     MODEL_MAPPING,
@@ -28,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.utils import logging as hf_logging
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from common.config import ModelConfig
@@ -38,6 +41,8 @@ from common.model.tokenizer import build_tiny_tokenizer
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
+
+logger = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # Keys whose absence from a LLaDA config.json would make the public code build a different network
 # (its defaults are GPT-2-like: tied weights, 50304 embeddings, no RoPE, a non-llama block).
@@ -172,16 +177,24 @@ def _load_directory(
     try:
         model_class, config = _model_class(path, raw, remote)
         # With pickle weights the state dict is already in memory; transformers then takes no path.
-        model, info = model_class.from_pretrained(
-            None if state_dict is not None else path,
-            config=config,
-            state_dict=state_dict,
-            dtype=dtype,
-            local_files_only=True,
-            use_safetensors=state_dict is None,
-            output_loading_info=True,
-        )
-    except (OSError, ValueError, RuntimeError, KeyError, ImportError) as err:
+        # Shape mismatches are collected (not raised) so that `_check_loading_info` can name the tensors;
+        # transformers' own multi-line load report is silenced, the check below says what matters.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            model, info = model_class.from_pretrained(
+                None if state_dict is not None else path,
+                config=config,
+                state_dict=state_dict,
+                dtype=dtype,
+                local_files_only=True,
+                use_safetensors=state_dict is None,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError, SafetensorError) as err:
         raise CheckpointError(f"model.path {path}: cannot load the model: {_first_line(err)}") from err
     _check_loading_info(path, info, strict=model_type == "llada")
     return model, tokenizer
@@ -280,13 +293,24 @@ def _llada_config(path: Path, raw: dict[str, Any]) -> LLaDAConfig:
 def _check_loading_info(path: Path, info: dict[str, Any], strict: bool) -> None:
     """Missing weights would silently stay at random init; for the native model an unexpected tensor means
     the config describes a different network than the weights."""
-    problems = {"missing": info.get("missing_keys"), "wrongly shaped": info.get("mismatched_keys")}
+    mismatched = [
+        f"{key} ({tuple(saved)} in the checkpoint, {tuple(expected)} from config.json)"
+        for key, saved, expected in sorted(info.get("mismatched_keys") or [])
+    ]
+    problems = {"wrongly shaped": mismatched, "missing": sorted(str(key) for key in info.get("missing_keys") or [])}
+    unexpected = sorted(str(key) for key in info.get("unexpected_keys") or [])
     if strict:
-        problems["unexpected"] = info.get("unexpected_keys")
+        problems["unexpected"] = unexpected
+    elif unexpected:
+        logger.warning(
+            "model.path %s: %d weight tensor(s) not used by the model, e.g. %s",
+            path,
+            len(unexpected),
+            ", ".join(unexpected[:3]),
+        )
     for kind, keys in problems.items():
         if keys:
-            shown = ", ".join(sorted(str(key) for key in keys)[:3])
-            raise CheckpointError(f"model.path {path}: {len(keys)} {kind} weight tensor(s), e.g. {shown}")
+            raise CheckpointError(f"model.path {path}: {len(keys)} {kind} weight tensor(s), e.g. {', '.join(keys[:3])}")
 
 
 def _special_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str) -> tuple[int, int, int]:

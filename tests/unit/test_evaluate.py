@@ -17,6 +17,7 @@ from common.model.loading import load_policy
 from rewards.data import load_task_items
 from rewards.tasks import task_module
 from rollout.evaluate import eval_sampler, evaluate
+from tests.unit.model_helpers import write_toy_remote_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTING = {
@@ -198,3 +199,15 @@ def test_untokenizable_prompt_is_a_one_line_data_error() -> None:
     with pytest.raises(DataError, match=r"gsm8k item 0 prompt: cannot be tokenized") as err:
         evaluate(policy, items, "gsm8k", "plain", eval_sampler(8, 8, 4), 1, 0)
     assert "\n" not in str(err.value)
+
+
+def test_remote_code_checkpoint_evaluates_with_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model_dir = tmp_path / "remote"
+    model_dir.mkdir()
+    write_toy_remote_dir(model_dir)
+    args = ["--checkpoint", str(model_dir), "--task", "arithmetic", "--gen-length", "8", "--steps", "4", "--n", "4"]
+    code, _, err = _eval([*args, "--output", str(tmp_path / "ev")], capsys)
+    assert code == 2 and "set model.trust_remote_code=true" in err
+    code, _, _ = _eval([*args, "--output", str(tmp_path / "ev"), "--trust-remote-code", "--logits-shift"], capsys)
+    assert code == 0
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["results"][0]["n"] == 4

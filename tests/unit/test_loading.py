@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -24,6 +22,7 @@ from common.model.loading import (
     save_policy,
 )
 from common.model.tokenizer import build_tiny_tokenizer
+from tests.unit.model_helpers import write_toy_remote_dir
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "mlp_hidden_size": 48}
 D, LAYERS, KV, MLP, EMB, VOCAB = 32, 2, 2, 48, 128, 105
@@ -83,49 +82,6 @@ LLADA_CONFIG: dict[str, object] = {
     "vocab_size": VOCAB,
     "weight_tying": False,
 }
-
-TOY_MODELING = '''
-import torch
-from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import MaskedLMOutput
-
-
-class ToyConfig(PretrainedConfig):
-    model_type = "agrpo_toy_remote"
-
-    def __init__(self, vocab_size=105, hidden=8, **kwargs):
-        self.vocab_size = vocab_size
-        self.hidden = hidden
-        super().__init__(**kwargs)
-
-
-class ToyModel(PreTrainedModel):
-    """Each position mixes in the mean of the keys it may see, so masks and positions both matter."""
-
-    config_class = ToyConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden)
-        self.positions = nn.Embedding(64, config.hidden)
-        self.lm_head = nn.Linear(config.hidden, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_input_embeddings(self):
-        return self.embed_tokens
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
-        b, s = input_ids.shape
-        if position_ids is None:
-            position_ids = torch.arange(s).expand(b, s)
-        if attention_mask is None:
-            attention_mask = torch.ones(b, 1, s, s, dtype=torch.bool)
-        h = self.embed_tokens(input_ids) + self.positions(position_ids)
-        weights = attention_mask[:, 0].float()
-        mixed = weights @ h / weights.sum(-1, keepdim=True)
-        return MaskedLMOutput(logits=self.lm_head(torch.tanh(h + mixed)))
-'''
 
 
 def public_llada_weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -262,22 +218,9 @@ def test_llada_directory_with_a_missing_tensor_is_refused(tmp_path: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def toy_remote_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModuleType]:
-    """A directory that ships its own modeling code (as Dream does), with weights from that code."""
+def toy_remote_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
     path = tmp_path_factory.mktemp("toy_remote")
-    (path / "modeling_toy.py").write_text(TOY_MODELING)
-    spec = importlib.util.spec_from_file_location("agrpo_test_toy_modeling", path / "modeling_toy.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    torch.manual_seed(0)
-    model = module.ToyModel(module.ToyConfig(eos_token_id=1, pad_token_id=0))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    config = model.config.to_dict()
-    config["auto_map"] = {"AutoConfig": "modeling_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel"}
-    (path / "config.json").write_text(json.dumps(config))
-    build_tiny_tokenizer().save_pretrained(path)
-    return path, model
+    return path, write_toy_remote_dir(path)
 
 
 def test_remote_code_needs_trust_remote_code(toy_remote_dir: tuple[Path, torch.nn.Module]) -> None:
@@ -354,6 +297,13 @@ def test_missing_directory_is_named(tmp_path: Path) -> None:
         ("unknown_type", "model_type 'not_a_model' is not an architecture"),
         ("no_mask", "no mask token id"),
         ("mask_out_of_range", "mask token id 500 is outside"),
+        ("garbage_weights", "cannot load the model: Error while deserializing header"),
+        ("truncated_weights", "cannot load the model: Error while deserializing header"),
+        (
+            "wrong_shape",
+            r"6 wrongly shaped weight tensor\(s\), e.g. model.transformer.blocks.0.ff_out.weight "
+            r"\(\(32, 48\) in the checkpoint, \(32, 96\) from config.json\)",
+        ),
     ],
 )
 def test_broken_directories_name_the_path_and_the_problem(
@@ -381,9 +331,17 @@ def test_broken_directories_name_the_path_and_the_problem(
         (path / "tokenizer_config.json").write_text(json.dumps(tok_config))
     elif damage == "mask_out_of_range":
         (path / "config.json").write_text(json.dumps({**config, "mask_token_id": 500}))
+    elif damage == "garbage_weights":
+        (path / "model.safetensors").write_bytes(b"not a safetensors file" * 64)
+    elif damage == "truncated_weights":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "wrong_shape":
+        (path / "config.json").write_text(json.dumps({**config, "mlp_hidden_size": 2 * MLP}))
     with pytest.raises(CheckpointError, match=message) as err:
         load_policy(ModelConfig(path=str(path)))
     assert f"model.path {path}" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_registered_transformers_types_load_through_the_auto_classes(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from cluster.cli import main
 from common.model.tokenizer import build_tiny_tokenizer
+from tests.unit.model_helpers import write_toy_remote_dir
 
 FAST = ["--gen-length", "16", "--block-length", "8", "--steps", "4", "--device", "cpu"]
 
@@ -85,3 +86,26 @@ def test_bad_prompt_file_names_file_and_line(tmp_path: Path, capsys: pytest.Capt
     bad.write_text('{"prompt": "ok"}\n{"question": "no prompt"}\n')
     assert main(["sample", "--prompt-file", str(bad), *FAST, "--output", str(tmp_path / "o.jsonl")]) == 2
     assert f"{bad}:2: expected an object with a string `prompt` field" in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_before_sampling(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "out.jsonl"
+    assert main(["sample", "--prompt", "x", *FAST, "--output", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert f"--output {out}: {blocker} is a file, not a folder" in captured.err
+    assert "sampling" not in captured.err  # refused before the progress bar started
+
+
+def test_remote_code_directory_needs_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    model_dir = tmp_path / "remote"
+    model_dir.mkdir()
+    write_toy_remote_dir(model_dir)
+    out = tmp_path / "out.jsonl"
+    argv = ["sample", "--model", str(model_dir), "--prompt", "1+1=", *FAST, "--output", str(out)]
+    assert main(argv) == 2
+    assert "set model.trust_remote_code=true" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--trust-remote-code", "--logits-shift"]) == 0
+    assert len(_rows(out)[0]["completion_ids"]) == 16
