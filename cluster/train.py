@@ -31,7 +31,7 @@ from cluster.run_state import DriverState, find_checkpoint, restore_run, save_ru
 from cluster.staleness import StalenessGate
 from cluster.sync import WeightSync
 from common.checkpoint import latest_checkpoint
-from common.config import Config, dump_config, load_config
+from common.config import DEFAULT_RECIPE, Config, dump_config, load_config
 from common.errors import UserError
 from common.metrics import MetricsLog, RoleMetrics
 from common.record import RolloutGroup
@@ -40,8 +40,6 @@ from rewards.data import load_task_items
 from rewards.service import RewardService
 from rewards.tasks import task_module
 from rollout.worker import RolloutWorker
-
-DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "deploy" / "recipes" / "tiny.yaml"
 
 
 class TrainingCollapsed(UserError):

@@ -36,6 +36,7 @@ from common.config_sections import (
 from common.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "AlgorithmConfig",
     "CheckpointConfig",
     "ClusterConfig",
@@ -63,6 +64,10 @@ __all__ = [
     "parse_override",
     "read_yaml",
 ]
+
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "deploy" / "recipes" / "tiny.yaml"
+"""What `agrpo train` and `agrpo config show` use without --config: the embedded default run."""
 
 
 class Config(Section):
@@ -97,6 +102,13 @@ class Config(Section):
         if self.algorithm.name == "agrpo" and self.sampler.temperature == 0:
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
+            )
+        if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
+            # The record keeps each committed token's allowed set, padded to the widest one of the batch; a
+            # single flat distribution would make that up to vocab-sized for every token of the batch.
+            raise ValueError(
+                f"sampler.top_p = {self.sampler.top_p}: training with top-p needs sampler.top_k > 0 too, to bound "
+                "the allowed-token sets the trajectory record keeps (e.g. top_k 150 as the LLaDA recipes)"
             )
         return self
 

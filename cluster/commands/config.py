@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from common.config import dump_config, load_config
+from common.config import DEFAULT_RECIPE, dump_config, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("config", help="Show the resolved config or validate a config file.")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", help="Print the resolved config (defaults, file, overrides) as YAML.")
-    show.add_argument("--config", help="YAML config file.")
+    show.add_argument("--config", help=f"YAML config file (default: {DEFAULT_RECIPE.name}, as `agrpo train`).")
     show.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     validate = actions.add_parser("validate", help="Check a config file against the schema.")
     validate.add_argument("file", help="YAML config file.")
@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "show":
-        print(dump_config(load_config(args.config, args.overrides)), end="")
+        source = args.config or DEFAULT_RECIPE
+        resolved = dump_config(load_config(source, args.overrides))
+        print(f"# {source} with {len(args.overrides)} override(s), resolved", flush=True)
+        print(resolved, end="")
     else:
         load_config(args.file, args.overrides)
         print(f"{args.file}: valid")

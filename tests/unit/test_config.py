@@ -65,6 +65,7 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         (["learner.world_size=3"], "learner.groups_per_step = 16: must be divisible by world_size"),
         (["sampler.temperature=0"], "sampler.temperature = 0: training rollouts need temperature > 0"),
         (["nokey"], "expected key.sub=value"),
+        (["sampler.top_p=0.9"], "sampler.top_p = 0.9: training with top-p needs sampler.top_k > 0 too"),
     ],
 )
 def test_bad_values_name_field_value_and_rule(overrides: list[str], expected: str) -> None:
