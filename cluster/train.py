@@ -37,6 +37,7 @@ from common.metrics import MetricsLog, RoleMetrics
 from common.record import RolloutGroup
 from learner.group import LearnerGroup
 from rewards.data import load_task_items
+from rewards.registry import build_reward_fn
 from rewards.service import RewardService
 from rewards.tasks import task_module
 from rollout.worker import RolloutWorker
@@ -105,6 +106,10 @@ def step_record(step: int, task: str, groups: list[RolloutGroup], ranks: list[di
 
 
 def train(config: Config) -> dict[str, Any]:
+    # Reward plugins and training data are checked first: a typo in either fails in a second, not after
+    # an SFT build and a cluster start.
+    build_reward_fn(config.rewards)
+    items = load_task_items(config.data, "train", config.seed)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
@@ -114,7 +119,7 @@ def train(config: Config) -> dict[str, Any]:
     started_ray = not ray.is_initialized() and connect(config.cluster) == "local cluster"
     placements = create_placements(config)
     try:
-        result = _run(config, run_dir, placements)
+        result = _run(config, run_dir, placements, items)
     finally:
         remove_placements(placements)
         if started_ray:
@@ -129,9 +134,8 @@ def train(config: Config) -> dict[str, Any]:
     return result
 
 
-def _run(config: Config, run_dir: Path, placements: dict[str, Any]) -> dict[str, Any]:
+def _run(config: Config, run_dir: Path, placements: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
     checkpoints = run_dir / "checkpoints"
-    items = load_task_items(config.data, "train", config.seed)
     scorer = RewardService.from_config(config)
     learners = LearnerGroup(
         config.model_dump(mode="json"), placements["learner"], lambda: str(latest_checkpoint(checkpoints) or "")

@@ -88,6 +88,11 @@ class Config(Section):
     evaluation: EvalConfig = Field(default_factory=EvalConfig, description=EvalConfig.__doc__)
     sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
+    def _resolve_reward_plugins(self) -> None:
+        if self.rewards.plugins is None:
+            self.rewards.plugins = [RewardPluginConfig(name=self.data.task)]
+        _check_task_rewards(self)
+
     @model_validator(mode="after")
     def _cross_section(self) -> Config:
         k = self.algorithm.k
@@ -103,6 +108,7 @@ class Config(Section):
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
             )
+        self._resolve_reward_plugins()
         if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
             # The record keeps each committed token's allowed set, padded to the widest one of the batch; a
             # single flat distribution would make that up to vocab-sized for every token of the batch.
@@ -120,13 +126,36 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        args = getattr(annotation, "__args__", ())
-        candidates = [annotation, *args]
-        model = next((c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None)
+        model = _section_in(getattr(field, "annotation", None))
         if model is None:
             return []
     return list(model.model_fields)
+
+
+def _section_in(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as `Section`, `list[Section] | None` or `dict[str, Section]`."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _section_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+BUILTIN_TASK_REWARDS = ("arithmetic", "countdown", "gsm8k", "math", "sudoku")
+
+
+def _check_task_rewards(config: Config) -> None:
+    """A built-in task reward reads its own task's reference fields (countdown: numbers and target; gsm8k:
+    answer...), so on another task's items every sample would score 0 with a KeyError, for the whole run."""
+    for index, plugin in enumerate(config.rewards.plugins or []):
+        if plugin.name in BUILTIN_TASK_REWARDS and plugin.name != config.data.task:
+            raise ValueError(
+                f"rewards.plugins.{index}.name = {plugin.name!r}: the built-in {plugin.name} reward needs "
+                f"{plugin.name} items, but data.task = {config.data.task!r} (use the {config.data.task!r} reward, "
+                "or leave rewards.plugins unset for it)"
+            )
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -1,6 +1,7 @@
 """Answer extraction and number parsing shared by the built-in tasks.
 
-Every scan here is a linear `str.find` walk, never a backtracking regex over the whole completion,
+Every scan here is a linear `str.find` walk (braces are paired once, with a stack), never a
+backtracking regex over the whole completion,
 so a hostile completion (ten thousand unclosed tags, braces or digits) costs time proportional to
 its length. Completions are also capped at `MAX_COMPLETION_CHARS` before any scan: real
 completions are a few thousand characters, and the answer sits at the end of the kept part.
@@ -70,45 +71,72 @@ def d1_xml_answer(text: str) -> str:
     return tail.split(ANSWER_CLOSE, 1)[0].strip()
 
 
+BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BRACE_RE = re.compile(r"[{}]")
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of each `{` that closes -> index of its `}`, from one left-to-right pass with a stack."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for match in _BRACE_RE.finditer(text):
+        if match.group() == "{":
+            stack.append(match.start())
+        elif stack:
+            pairs[stack.pop()] = match.start()
+    return pairs
+
+
+def _box_at(text: str, start: int, command: str, pairs: dict[int, int]) -> tuple[str | None, int]:
+    """Content of the box whose command starts at `start` and the index of its `}`; None if it never closes."""
+    i = start + len(command)
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i < len(text) and text[i] == "{" and i in pairs:
+        return text[i + 1 : pairs[i]], pairs[i]
+    return None, start
+
+
 def boxed_contents(text: str) -> list[str]:
-    r"""Contents of every `\boxed{...}` / `\fbox{...}`, braces matched (nested braces kept).
+    r"""Contents of every closed `\boxed{...}` / `\fbox{...}` left to right, braces matched (nested kept).
 
-    An unclosed box is dropped: a truncated completion has no final boxed answer.
+    An unclosed box is dropped, and so is a box nested in another one (its content is part of the outer
+    box). Linear in the text: braces are paired in one pass, then each command is looked up.
     """
-    found: list[tuple[int, str]] = []
-    for command in ("\\boxed", "\\fbox"):
-        start = text.find(command)
-        while start != -1:
-            i = start + len(command)
-            while i < len(text) and text[i] == " ":
-                i += 1
-            if i < len(text) and text[i] == "{":
-                content, end = _braced(text, i)
-                if content is not None:
-                    found.append((start, content))
-                    start = text.find(command, end)
-                    continue
-            start = text.find(command, start + len(command))
-    return [content for _, content in sorted(found)]
+    starts = sorted((i, command) for command in BOX_COMMANDS for i in _find_all(text, command))
+    if not starts:
+        return []
+    pairs = _brace_pairs(text)
+    found: list[str] = []
+    covered = -1
+    for start, command in starts:
+        if start < covered:
+            continue  # inside the box found last
+        content, covered = _box_at(text, start, command, pairs)
+        if content is not None:
+            found.append(content)
+    return found
 
 
-def _braced(text: str, open_index: int) -> tuple[str | None, int]:
-    """Content of the brace group opening at `open_index` and the index after it, or (None, end)."""
-    depth = 0
-    for i in range(open_index, len(text)):
-        char = text[i]
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_index + 1 : i], i + 1
-    return None, len(text)
+def _find_all(text: str, needle: str) -> list[int]:
+    found = []
+    start = text.find(needle)
+    while start != -1:
+        found.append(start)
+        start = text.find(needle, start + len(needle))
+    return found
 
 
 def last_boxed(text: str) -> str | None:
-    boxes = boxed_contents(text)
-    return boxes[-1] if boxes else None
+    r"""d1's `last_boxed_only_string`: the last `\boxed` (else the last `\fbox`), or None if it is unclosed.
+
+    A truncated final box is not replaced by an earlier, closed one: the model's final answer was cut off.
+    """
+    for command in BOX_COMMANDS:
+        start = text.rfind(command)
+        if start != -1:
+            return _box_at(text, start, command, _brace_pairs(text))[0]
+    return None
 
 
 def strip_number_decorations(text: str) -> str:

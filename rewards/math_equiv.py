@@ -4,8 +4,8 @@ math-verify parses with SymPy, and SymPy evaluates integer powers and factorials
 answer such as `9^{9^{9^9}}` or `10**10**10` would compute a number with billions of digits inside
 one C call that no signal can interrupt. Answers are therefore cut at `MAX_ANSWER_CHARS`, and any
 answer with a power tower, an effective exponent over `MAX_POWER` (nested bases multiply), a large
-factorial or binomial, a long digit run or a sum/product is compared by normalised string and exact
-rational value only. math-verify's own signal-based timeout
+factorial or binomial, a long digit run, a sum/product, a Gamma, a hyperbolic or more than two elementary
+functions is compared by normalised string and exact rational value only. math-verify's own signal-based timeout
 only works in the main thread; elsewhere it is disabled and the RewardService's per-call process
 timeout is the backstop.
 """
@@ -34,6 +34,11 @@ _RATIONAL = re.compile(r"(-?)(\d+(?:\.\d*)?|\.\d+)(?:/(\d+))?")
 _LATEX_FRAC = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}")
 _GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _DIGIT_RUN = re.compile(rf"\d{{{MAX_DIGIT_RUN + 1},}}")
+# SymPy evaluates Gamma of an integer exactly (Gamma(Gamma(20)) never ends) and chains of elementary
+# functions or hyperbolics of huge arguments numerically to high precision (about 1 s for four nested tans).
+_UNBOUNDED_FUNCTIONS = ("\\Gamma", "\\operatorname", "\\cosh", "\\sinh", "\\tanh", "\\coth")
+_ELEMENTARY_FUNCTION = re.compile(r"\\(?:a?r?c?(?:sin|cos|tan|sec|csc|cot)|exp|ln|log)(?![a-z])")
+MAX_FUNCTIONS = 2
 
 
 def normalise(answer: str) -> str:
@@ -156,6 +161,8 @@ def safe_for_sympy(answer: str) -> bool:
     if len(s) > MAX_ANSWER_CHARS or _DIGIT_RUN.search(s):
         return False
     if "\\sum" in s or "\\prod" in s or "__" in s:
+        return False
+    if any(name in s for name in _UNBOUNDED_FUNCTIONS) or len(_ELEMENTARY_FUNCTION.findall(s)) > MAX_FUNCTIONS:
         return False
     if ("binom" in s or "choose" in s) and re.search(r"\d{4,}", s):
         return False

@@ -49,10 +49,13 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def _as_score(value: Any) -> float | None:
-    """A real number as float; None for anything else (strings, None, arrays)."""
-    if isinstance(value, numbers.Real):
+    """A real number as float (one too large for a float is +-inf); None for anything else."""
+    if not isinstance(value, numbers.Real):
+        return None
+    try:
         return float(value)
-    return None
+    except OverflowError:  # 10**400, a huge Fraction
+        return math.inf if value > 0 else -math.inf
 
 
 def _validate(value: Any) -> tuple[float, dict[str, float]] | str:
@@ -85,7 +88,10 @@ def call_plugin(
     except Exception as exc:
         return PluginOutcome.failed(describe_exception(exc), time.perf_counter() - start)
     latency = time.perf_counter() - start
-    checked = _validate(value)
+    try:
+        checked = _validate(value)
+    except Exception as exc:  # a result object whose attributes themselves raise
+        return PluginOutcome.failed(f"invalid result: {describe_exception(exc)}", latency)
     if isinstance(checked, str):
         return PluginOutcome.failed(checked, latency)
     score, components = checked

@@ -141,6 +141,8 @@ class RewardSpec:
 
     @classmethod
     def from_config(cls, cfg: RewardsConfig) -> RewardSpec:
+        if cfg.plugins is None:
+            raise ConfigError("rewards.plugins: not set (a full Config sets it to the reward of data.task)")
         plugins = tuple(PluginSpec(p.name, p.weight, dict(p.kwargs)) for p in cfg.plugins)
         return cls(plugins=plugins, scheme=cfg.scheme, modules=tuple(cfg.modules))
 
@@ -205,7 +207,7 @@ def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], schem
     except Exception as exc:
         raise ConfigError(f"{where}: cannot import {target} ({describe_exception(exc)})") from None
     kwargs = dict(plugin.kwargs)
-    if plugin.name in BUILTIN_TASKS:
+    if target in BUILTIN_TASKS.values():  # by task name or by its dotted path
         kwargs.setdefault("scheme", scheme)
     fn = _as_callable(where, obj)
     _check_signature(where, fn, kwargs)

@@ -37,7 +37,7 @@ class ExactMatch:
 
 @reward("test_chaos")
 def chaos(completion: str, reference: dict[str, Any]) -> float:
-    """Behaves as `reference["mode"]` says: ok, pid, slow, hang, raise, nan, inf, exit, sigkill."""
+    """Behaves as `reference["mode"]` says: ok, pid, slow, hang, raise, nan, inf, huge, exit, sigkill."""
     mode = reference.get("mode", "ok")
     if mode == "pid":
         return float(os.getpid())
@@ -52,6 +52,8 @@ def chaos(completion: str, reference: dict[str, Any]) -> float:
         return math.nan
     if mode == "inf":
         return math.inf
+    if mode == "huge":
+        return 10**400  # an int no float can hold
     if mode == "exit":
         os._exit(3)
     if mode == "sigkill":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import pickle
 from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.config import RewardsConfig
-from common.errors import ConfigError
+from common.config import RewardsConfig, load_config
+from common.errors import ConfigError, UserError
 from rewards import registry
 from rewards.registry import available_rewards, build_reward_fn, reward
 from rewards.types import RewardResult
@@ -123,6 +124,7 @@ def test_weights_combine_and_components_are_per_plugin() -> None:
         ("raise", "test_chaos: ValueError: bad completion 'xy'"),
         ("nan", "test_chaos: non-finite score (nan)"),
         ("inf", "test_chaos: non-finite score (inf)"),
+        ("huge", "test_chaos: non-finite score (inf)"),
     ],
 )
 def test_a_failed_plugin_scores_the_sample_zero_with_its_reason(mode: str, error: str) -> None:
@@ -246,3 +248,39 @@ def test_empty_plugin_list_and_non_finite_weight_are_rejected() -> None:
     assert build_error(config()) == "rewards.plugins = []: at least one reward plugin is needed"
     message = build_error(config({"name": "test_char_count", "weight": math.inf}))
     assert message == "rewards.plugins[0].weight = inf: must be a finite number"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["rewards.plugins=[{name: no_such_reward}]"], "unknown reward; available:"),
+        (["data.path=/nonexistent/train.jsonl"], "/nonexistent/train.jsonl"),
+    ],
+)
+def test_training_checks_rewards_and_data_before_building_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str], expected: str
+) -> None:
+    import cluster.train
+
+    def must_not_run(_config: object) -> None:
+        raise AssertionError("the base model was built before the rewards and data were checked")
+
+    monkeypatch.setattr(cluster.train, "ensure_base_model", must_not_run)
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", *overrides])
+    with pytest.raises(UserError, match=expected):
+        cluster.train.train(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_reward_plugins_default_to_the_task_and_must_match_it() -> None:
+    assert [p.name for p in load_config(None, ["data.task=gsm8k"]).rewards.plugins or []] == ["gsm8k"]
+    assert [p.name for p in load_config(None, ["data.task=math"]).rewards.plugins or []] == ["math"]
+    with pytest.raises(ConfigError, match=r"rewards.plugins.0.name = 'countdown': the built-in countdown reward"):
+        load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: countdown}]"])
+    mixed = load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: gsm8k}, {name: test_char_count}]"])
+    assert [p.name for p in mixed.rewards.plugins or []] == ["gsm8k", "test_char_count"]
+
+
+def test_a_builtin_by_dotted_path_gets_the_scheme_too() -> None:
+    scorer = build_reward_fn(config({"name": "rewards.tasks.countdown:reward"}, modules=(), scheme="agrpo"))
+    assert scorer.plugins[0].kwargs == {"scheme": "agrpo"}

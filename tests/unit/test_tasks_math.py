@@ -107,11 +107,22 @@ HOSTILE = [
     "__import__('os').system('echo hacked')",
     "().__class__.__bases__[0]",
     "\\sum_{i=1}^{10^{9}} i",
+    "\\Gamma(\\Gamma(20))",
+    "\\tan(\\tan(\\tan(\\tan(1))))",
+    "\\cosh(10^{5})",
+    "\\boxed{" * 7142,
+    "\\fbox{" * 8333,
 ]
 
 
+@pytest.fixture(scope="module")
+def warm_math_verify() -> None:
+    """Import SymPy and math-verify once, so the one-second deadline below times the grading alone."""
+    assert math_task.grade("\\boxed{x+1}", {"answer": "1+x"}) == (1.0, 1.0)
+
+
 @pytest.mark.parametrize("answer", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_answers_score_zero_without_hanging(answer: str) -> None:
+def test_hostile_answers_score_zero_without_hanging(answer: str, warm_math_verify: None) -> None:
     ref = {"answer": "1"}
     for completion in (f"\\boxed{{{answer}}}", f"<answer>{answer}</answer>", answer):
         assert finishes(math_task.grade, completion, ref) == (0.0, 1.0)
