@@ -43,8 +43,11 @@ class RowError(ValueError):
 
 @dataclass
 class LoadResult:
+    """The rows that loaded, the line (or row number) each came from, and `file:line: reason` per skip."""
+
     items: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
 
 
 def _int(value: Any, name: str) -> int:
@@ -236,6 +239,7 @@ def read_items(
             if missing:
                 raise RowError(f"missing field {missing[0]!r}")
             result.items.append(normalise_row(row, task, fields))
+            result.lines.append(line)
         except RowError as err:
             if on_malformed == "fail":
                 raise DataError(f"{p}:{line}: {err}") from None

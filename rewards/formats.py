@@ -22,8 +22,13 @@ AGRPO_TAG_WEIGHT = 0.5
 
 
 def strict_format(text: str) -> float:
-    """0.5 when the whole completion is `<reasoning>\\n..\\n</reasoning>\\n<answer>\\n..\\n</answer>\\n`."""
+    """0.5 when the whole completion is `<reasoning>\\n..\\n</reasoning>\\n<answer>\\n..\\n</answer>\\n`.
+
+    As d1's regex ends in `\\n$`, and `$` also matches before a final newline, one extra `\\n` is allowed.
+    """
     head, middle, tail = "<reasoning>\n", "\n</reasoning>\n<answer>\n", "\n</answer>\n"
+    if text.endswith(tail + "\n"):
+        text = text[:-1]
     if not (text.startswith(head) and text.endswith(tail)):
         return 0.0
     split = text.find(middle, len(head))

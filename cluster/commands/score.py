@@ -24,12 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def score_items(task: str, items: list[dict], scheme: str) -> dict[str, float | int]:
-    """Accuracy (sum of grader numerators over denominators), mean reward, rows scored, rows failed."""
+def score_items(task: str, items: list[dict], scheme: str, sources: list[str] | None = None) -> dict[str, float | int]:
+    """Accuracy (sum of grader numerators over denominators), mean reward, rows scored, rows failed.
+
+    `sources` names where each item came from (`file:line`) for the warning about a row that fails.
+    """
     module = task_module(task)
     num = den = reward_sum = 0.0
     scored = errors = 0
-    for index, item in enumerate(items, 1):
+    for index, item in enumerate(items):
         completion = item["completion"]
         try:
             if not isinstance(completion, str):
@@ -37,7 +40,8 @@ def score_items(task: str, items: list[dict], scheme: str) -> dict[str, float | 
             n, d = module.grade(completion, item)
             result = module.reward(completion, item, scheme)
         except (ValueError, TypeError, KeyError) as err:
-            print(f"warning: row {index}: not scored ({err})", file=sys.stderr)
+            where = sources[index] if sources else f"row {index + 1}"
+            print(f"warning: {where}: not scored ({err})", file=sys.stderr)
             errors += 1
             continue
         num, den, reward_sum, scored = num + n, den + d, reward_sum + result.score, scored + 1
@@ -56,8 +60,16 @@ def run(args: argparse.Namespace) -> int:
     report_skipped(loaded, args.input)
     if not loaded.items:
         raise UserError(f"input {args.input}: no scorable rows (each needs completion and the {args.task} fields)")
-    summary = score_items(args.task, loaded.items, args.scheme)
+    sources = [f"{args.input}:{line}" for line in loaded.lines]
+    summary = score_items(args.task, loaded.items, args.scheme, sources)
     summary["errors"] += len(loaded.skipped)
+    if summary["errors"]:
+        total = summary["n"] + summary["errors"]
+        print(
+            f"warning: {summary['errors']} of {total} rows not scored (above); accuracy and mean reward are over "
+            f"the {summary['n']} scored rows",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps({"task": args.task, "scheme": args.scheme, **summary}))
     else:

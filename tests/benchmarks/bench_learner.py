@@ -130,5 +130,6 @@ def main() -> None:
             f"{pair_s / packed_s:>11.2f}x {index_s / packed_s:>8.2f}x"
         )
 
+
 if __name__ == "__main__":
     main()

@@ -58,7 +58,8 @@ def test_score_text_output_and_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert summary["mean_reward"] == pytest.approx((2.5 + 0.5) / 2)
     assert f"{path}:3: missing field 'answer'" in captured.err
     assert f"{path}:4: missing field 'completion'" in captured.err
-    assert "row 3: not scored (completion is int, not text)" in captured.err
+    assert f"{path}:5: not scored (completion is int, not text)" in captured.err
+    assert "3 of 5 rows not scored (above); accuracy and mean reward are over the 2 scored rows" in captured.err
     assert cli.main(["score", "--task", "gsm8k", "--input", str(path)]) == 0
     assert "gsm8k: accuracy 0.5000 (1/2), mean reward (d1) 1.5000, n 2, errors 3" in capsys.readouterr().out
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
+from rewards.formats import soft_format, strict_format
 from rewards.tasks import gsm8k
 from tests.unit.reward_helpers import shared_file
 
@@ -117,3 +120,21 @@ def test_real_rows_grade_with_their_own_answers() -> None:
     for row in rows:
         assert gsm8k.grade(f"<answer>\\boxed{{{row['answer']}}}</answer>", row) == (1.0, 1.0)
         assert gsm8k.grade(f"<answer>{int(row['answer']) + 1}</answer>", row) == (0.0, 1.0)
+
+
+D1_STRICT = re.compile(r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n$", re.DOTALL)
+D1_SOFT = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+FRAGMENTS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "\n", "\n", " ", "x", "7"]
+
+
+def test_format_terms_decide_as_d1s_regexes_do() -> None:
+    """Differential check on random tag soup: our linear scans accept exactly what d1's regexes match."""
+    rng = random.Random(0)
+    for _ in range(20000):
+        text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 14)))
+        assert strict_format(text) == (0.5 if D1_STRICT.match(text) else 0.0), repr(text)
+        assert soft_format(text) == (0.5 if D1_SOFT.match(text) else 0.0), repr(text)
+    well_formed = "<reasoning>\nx\n</reasoning>\n<answer>\n7\n</answer>\n"
+    for text in (well_formed, well_formed + "\n", "<reasoning>\n\n</reasoning>\n<answer>\n\n</answer>\n\n"):
+        assert strict_format(text) == 0.5 and D1_STRICT.match(text), repr(text)
+    assert strict_format(well_formed + "\n\n") == 0.0 and not D1_STRICT.match(well_formed + "\n\n")
