@@ -199,6 +199,11 @@ class RewardsConfig(Section):
     scheme: Literal["d1", "agrpo"] = Field("d1", description="Reward scheme of the built-in task rewards.")
     pool_size: int = Field(1, gt=0, description="RewardService actors.")
     timeout_s: float = Field(5.0, gt=0.0, description="Per-call timeout; a call past it scores 0 with `timeout`.")
+    startup_timeout_s: float = Field(
+        60.0,
+        gt=0.0,
+        description="Time a sandbox child may take to import and build the plugins (e.g. load a reward model).",
+    )
     modules: list[str] = Field(
         default_factory=list, description="Modules imported at start so their @reward decorators register."
     )

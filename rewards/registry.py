@@ -1,7 +1,7 @@
 """Reward plugins by name, resolved and checked once at start-up.
 
-A reward is a function, a callable object, or a class whose instances are callable (created once
-with no arguments), called as `fn(completion, reference, **kwargs)` and returning a float or a
+A reward is a function, a callable object, or a class whose instances are callable (created with no
+arguments once per process that resolves the plugins), called as `fn(completion, reference, **kwargs)` and returning a float or a
 `RewardResult`. It gets a name in one of three ways: `@reward("name")` in a module listed in
 `rewards.modules`, an entry point in the `agrpo.rewards` group of an installed package, or a dotted
 path `package.module:function` written directly as the plugin name. The built-in tasks are names
@@ -170,6 +170,15 @@ def _as_callable(where: str, obj: Any) -> Callable[..., Any]:
     return obj
 
 
+def _check_not_async(where: str, fn: Callable[..., Any]) -> None:
+    """An async plugin would return a coroutine per call, so every sample would fail at scoring time."""
+    calls = [fn, *(vars(klass).get("__call__") for klass in type(fn).__mro__)]
+    if any(inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c) for c in calls if c is not None):
+        raise ConfigError(
+            f"{where}: is async; reward plugins are called synchronously (return a float, not a coroutine)"
+        )
+
+
 def _check_signature(where: str, fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
     try:
         signature = inspect.signature(fn)
@@ -210,6 +219,7 @@ def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], schem
     if target in BUILTIN_TASKS.values():  # by task name or by its dotted path
         kwargs.setdefault("scheme", scheme)
     fn = _as_callable(where, obj)
+    _check_not_async(where, fn)
     _check_signature(where, fn, kwargs)
     if not math.isfinite(plugin.weight):
         raise ConfigError(f"rewards.plugins[{index}].weight = {plugin.weight}: must be a finite number")

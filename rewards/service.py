@@ -26,7 +26,7 @@ from common.config import Config
 from rewards.metrics import RayRewardMetrics, RewardStats
 from rewards.outcomes import PluginOutcome
 from rewards.registry import CombinedReward, build_reward_fn
-from rewards.sandbox import SandboxedScorer
+from rewards.sandbox import STARTUP_TIMEOUT_S, SandboxedScorer
 from rewards.types import RewardResult
 
 NAME_RETRY_S = 10.0
@@ -58,9 +58,11 @@ def finish_group(scorer: CombinedReward, outcomes: list[list[PluginOutcome]], st
 class RewardActor:
     """One pool member: a sandbox child for the plugin calls, counters, and the Ray metrics."""
 
-    def __init__(self, reward_fn: CombinedReward, timeout_s: float) -> None:
+    def __init__(
+        self, reward_fn: CombinedReward, timeout_s: float, startup_timeout_s: float = STARTUP_TIMEOUT_S
+    ) -> None:
         self._scorer = reward_fn
-        self._sandbox = SandboxedScorer(reward_fn, timeout_s)
+        self._sandbox = SandboxedScorer(reward_fn, timeout_s, startup_timeout_s=startup_timeout_s)
         self._stats = RewardStats()
         self._metrics = RayRewardMetrics()
 
@@ -98,12 +100,14 @@ class RewardService:
         timeout_s: float,
         num_cpus: float = 0.25,
         name_prefix: str = "reward",
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
         max_attempts: int = 3,
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size = {pool_size}: need at least one reward actor")
         self._reward_fn = reward_fn
         self._timeout_s = timeout_s
+        self._startup_timeout_s = startup_timeout_s
         self._num_cpus = num_cpus
         self._name_prefix = name_prefix
         self.max_attempts = max_attempts
@@ -128,6 +132,7 @@ class RewardService:
             pool_size=config.rewards.pool_size,
             timeout_s=config.rewards.timeout_s,
             num_cpus=config.cluster.cpus_per_reward_actor,
+            startup_timeout_s=config.rewards.startup_timeout_s,
         )
 
     @property
@@ -142,7 +147,7 @@ class RewardService:
         while True:
             try:
                 return self._actor_class.options(name=name, num_cpus=self._num_cpus, max_restarts=0).remote(
-                    self._reward_fn, self._timeout_s
+                    self._reward_fn, self._timeout_s, self._startup_timeout_s
                 )
             except ValueError:
                 if time.monotonic() > deadline:
@@ -221,14 +226,19 @@ class LocalRewardScorer:
     caller, which is what the sandbox (and the pool) exist to prevent.
     """
 
-    def __init__(self, reward_fn: CombinedReward, timeout_s: float | None = None) -> None:
+    def __init__(
+        self, reward_fn: CombinedReward, timeout_s: float | None = None, startup_timeout_s: float = STARTUP_TIMEOUT_S
+    ) -> None:
         self._scorer = reward_fn
-        self._sandbox = SandboxedScorer(reward_fn, timeout_s) if timeout_s is not None else None
+        self._sandbox = (
+            None if timeout_s is None else SandboxedScorer(reward_fn, timeout_s, startup_timeout_s=startup_timeout_s)
+        )
         self._stats = RewardStats()
 
     @classmethod
     def from_config(cls, config: Config, isolate: bool = False) -> LocalRewardScorer:
-        return cls(build_reward_fn(config.rewards), config.rewards.timeout_s if isolate else None)
+        timeout_s = config.rewards.timeout_s if isolate else None
+        return cls(build_reward_fn(config.rewards), timeout_s, config.rewards.startup_timeout_s)
 
     def score_group(self, completions: Sequence[str], references: Sequence[dict]) -> Future[list[RewardResult]]:
         _check_lengths(completions, references)

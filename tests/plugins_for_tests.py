@@ -87,3 +87,15 @@ class NeedsArguments:
 
     def __call__(self, completion: str, reference: dict[str, Any]) -> float:
         return float(len(completion) > self.threshold)
+
+
+async def async_reward(completion: str, reference: dict[str, Any]) -> float:
+    """Never called: the registry refuses async plugins when it builds them."""
+    return float(len(completion))
+
+
+class AsyncCall:
+    """A class plugin whose __call__ is async: refused the same way."""
+
+    async def __call__(self, completion: str, reference: dict[str, Any]) -> float:
+        return 0.0

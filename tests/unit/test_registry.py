@@ -207,6 +207,14 @@ def test_wrong_signature_is_rejected() -> None:
     assert message.endswith("its signature is (completion)")
 
 
+@pytest.mark.parametrize("name", ["async_reward", "AsyncCall"])
+def test_async_plugins_are_rejected(name: str) -> None:
+    message = build_error(config({"name": f"{TEST_MODULE}:{name}"}))
+    assert message == f"rewards.plugins[0].name = '{TEST_MODULE}:{name}': is async; reward plugins are called " + (
+        "synchronously (return a float, not a coroutine)"
+    )
+
+
 def test_unknown_keyword_argument_is_rejected() -> None:
     message = build_error(config({"name": "test_char_count", "kwargs": {"scal": 2}}))
     assert "cannot be called as f(completion, reference, scal=...)" in message
@@ -284,3 +292,55 @@ def test_reward_plugins_default_to_the_task_and_must_match_it() -> None:
 def test_a_builtin_by_dotted_path_gets_the_scheme_too() -> None:
     scorer = build_reward_fn(config({"name": "rewards.tasks.countdown:reward"}, modules=(), scheme="agrpo"))
     assert scorer.plugins[0].kwargs == {"scheme": "agrpo"}
+
+
+def test_sandbox_startup_timeout_comes_from_the_config() -> None:
+    from rewards.service import LocalRewardScorer
+
+    scorer = LocalRewardScorer.from_config(load_config(None, ["rewards.startup_timeout_s=7.5"]), isolate=True)
+    try:
+        assert scorer._sandbox is not None and scorer._sandbox.startup_timeout_s == 7.5
+    finally:
+        scorer.close()
+
+
+class _Recorder:
+    """Stands in for a Ray metric: keeps what was observed, set or added, per tags."""
+
+    def __init__(self, name: str, **_: Any) -> None:
+        self.name = name
+        self.values: list[tuple[str, float, dict[str, str]]] = []
+
+    def observe(self, value: float, tags: dict[str, str]) -> None:
+        self.values.append(("observe", value, tags))
+
+    def inc(self, value: float, tags: dict[str, str]) -> None:
+        self.values.append(("inc", value, tags))
+
+    def set(self, value: float, tags: dict[str, str]) -> None:
+        self.values.append(("set", value, tags))
+
+
+def test_reward_metrics_export_each_outcome_under_its_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rewards import metrics as reward_metrics
+    from rewards.outcomes import PluginOutcome
+
+    for kind in ("Histogram", "Counter", "Gauge"):
+        monkeypatch.setattr(reward_metrics.metrics, kind, _Recorder)
+    exported = reward_metrics.RayRewardMetrics()
+    outcomes = [
+        PluginOutcome(score=1.0, latency_s=0.01),
+        PluginOutcome.failed("timeout", latency_s=5.0, timed_out=True),
+        PluginOutcome.failed("ValueError: x", latency_s=0.02),
+        PluginOutcome(score=0.5, latency_s=0.03),
+    ]
+    totals = reward_metrics.PluginStats(calls=10, score_sum=4.0)
+    exported.record("gsm8k", outcomes, totals)
+    tags = {"plugin": "gsm8k"}
+    assert exported.latency.values == [("observe", o.latency_s, tags) for o in outcomes]
+    assert exported.calls.values == [("inc", 4, tags)]
+    assert exported.timeouts.values == [("inc", 1, tags)]
+    assert exported.errors.values == [("inc", 1, tags)]
+    assert exported.mean_score.values == [("set", 0.4, tags)]
+    exported.record("gsm8k", outcomes[:1], totals)
+    assert exported.timeouts.values == [("inc", 1, tags)]  # nothing added for a group without timeouts
