@@ -8,7 +8,12 @@ checks that every way gives the same scores. Process and actor start-up are excl
 group first); what remains is the per-sample cost of isolation (pipe round trip per call) and of
 Ray (one task per group).
 
+A Countdown score costs about 20 µs, so that run measures isolation overhead. `--work-ms X` adds X ms
+of CPU work to every call (a stand-in for math-verify or a small reward model): then the reward itself
+dominates and the pool's actors score in parallel, up to the number of cores.
+
     .venv/bin/python tests/benchmarks/bench_reward_pool.py [--samples 10000] [--group 8] [--pools 1 2]
+        [--work-ms 0]
 """
 
 from __future__ import annotations
@@ -30,8 +35,18 @@ from common.config import RewardsConfig  # noqa: E402
 from rewards.generators import countdown_item  # noqa: E402
 from rewards.registry import CombinedReward, build_reward_fn  # noqa: E402
 from rewards.service import LocalRewardScorer, RewardScorer, RewardService  # noqa: E402
+from rewards.tasks import countdown  # noqa: E402
+from rewards.types import RewardResult  # noqa: E402
 
 TIMEOUT_S = 5.0
+
+
+def costly_countdown(completion: str, reference: dict, work_ms: float = 0.0) -> RewardResult:
+    """The countdown reward after `work_ms` of busy CPU work (imported by name in actors and children)."""
+    deadline = time.perf_counter() + work_ms / 1000
+    while time.perf_counter() < deadline:
+        pass
+    return countdown.reward(completion, reference, "d1")
 
 
 def make_samples(count: int, seed: int = 0) -> tuple[list[str], list[dict]]:
@@ -69,10 +84,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--pools", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--work-ms", type=float, default=0.0, help="CPU work added to every reward call.")
     args = parser.parse_args()
 
     completions, references = make_samples(args.samples)
-    reward_fn: CombinedReward = build_reward_fn(RewardsConfig(plugins=[{"name": "countdown"}]))
+    plugin = (
+        {"name": "tests.benchmarks.bench_reward_pool:costly_countdown", "kwargs": {"work_ms": args.work_ms}}
+        if args.work_ms > 0
+        else {"name": "countdown"}
+    )
+    reward_fn: CombinedReward = build_reward_fn(RewardsConfig(plugins=[plugin]))
     os.chdir(ROOT)  # Ray puts the driver's working directory on its workers' import path
     ray.init(num_cpus=max(2, max(args.pools)), object_store_memory=100 * 1024**2, include_dashboard=False)
 
@@ -96,7 +117,8 @@ def main() -> None:
     ray.shutdown()
 
     base = rows[0][2]
-    print(f"{args.samples} countdown completions, groups of {args.group}, {os.cpu_count()} CPUs")
+    work = f", {args.work_ms:g} ms of CPU work per call" if args.work_ms > 0 else ""
+    print(f"{args.samples} countdown completions, groups of {args.group}{work}, {os.cpu_count()} CPUs")
     print(f"{'way':<28}{'seconds':>10}{'scores/s':>12}{'ratio':>9}")
     for label, seconds, rate in rows:
         print(f"{label:<28}{seconds:>10.2f}{rate:>12.0f}{rate / base:>9.3f}")

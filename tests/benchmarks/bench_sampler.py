@@ -29,7 +29,7 @@ MODELS = {
     "tiny d128x4": TinyModelConfig(max_sequence_length=512),
     "d256x4": TinyModelConfig(d_model=256, n_heads=8, n_kv_heads=8, mlp_hidden_size=768, max_sequence_length=512),
 }
-SETTINGS = [(64, 32, 16), (64, 32, 64), (128, 32, 32), (128, 32, 128), (256, 32, 64)]
+SETTINGS = [(64, 32, 16), (64, 32, 64), (128, 32, 32), (128, 32, 128), (256, 32, 64), (256, 32, 256)]
 
 
 def _time_sample(model: torch.nn.Module, prompts: list[list[int]], cfg: SamplerConfig) -> float:
