@@ -127,6 +127,10 @@ class AlgorithmConfig(Section):
     @classmethod
     def _k_positive(cls, value: object) -> object:
         # Checked before pydantic tries each member of the union, which would report one error per member.
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
         if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError(f"k = {value!r}: must be an integer of at least 1, or `all`")
