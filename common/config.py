@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -143,7 +143,8 @@ def _section_in(annotation: Any) -> Any:
     return None
 
 
-BUILTIN_TASK_REWARDS = ("arithmetic", "countdown", "gsm8k", "math", "sudoku")
+BUILTIN_TASK_REWARDS = get_args(DataConfig.model_fields["task"].annotation)
+"""Every task is also the name of its built-in reward plugin."""
 
 
 def _check_task_rewards(config: Config) -> None:

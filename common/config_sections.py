@@ -127,9 +127,7 @@ class AlgorithmConfig(Section):
     @classmethod
     def _k_positive(cls, value: object) -> object:
         # Checked before pydantic tries each member of the union, which would report one error per member.
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        elif isinstance(value, float) and value.is_integer():
+        if (isinstance(value, str) and value.strip().isdigit()) or (isinstance(value, float) and value.is_integer()):
             value = int(value)
         if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
