@@ -29,6 +29,8 @@ class TrajectoryBatch:
     committed (padded with NO_TOKEN); it is None when sampling used no truncation. Positions filled with
     EOS by the early exit are flagged in `filled`: they were not sampled, carry no log-prob and are
     committed at a step after the last non-EOS commit, so no loss term ever includes them.
+    `banned_ids` are the ids the sampler could never draw besides MASK (sorted), which the learner must
+    ban too for the ratio to be 1; None in a record saved before they were kept.
     """
 
     prompt_ids: list[np.ndarray]
@@ -41,6 +43,7 @@ class TrajectoryBatch:
     sampler: SamplerConfig
     mask_id: int
     eos_id: int
+    banned_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         b, c = self.completion_ids.shape
@@ -107,6 +110,7 @@ class TrajectoryBatch:
             sampler=self.sampler,
             mask_id=self.mask_id,
             eos_id=self.eos_id,
+            banned_ids=self.banned_ids,
         )
 
     @staticmethod
@@ -114,7 +118,7 @@ class TrajectoryBatch:
         """Stack batches sampled with the same settings (e.g. groups for one learner step)."""
         first = batches[0]
         for b in batches[1:]:
-            if b.sampler != first.sampler or b.gen_length != first.gen_length:
+            if b.sampler != first.sampler or b.gen_length != first.gen_length or b.banned_ids != first.banned_ids:
                 raise ValueError("cannot concatenate trajectories sampled with different settings")
         allowed = None
         if first.allowed_ids is not None:
@@ -140,6 +144,7 @@ class TrajectoryBatch:
             sampler=first.sampler,
             mask_id=first.mask_id,
             eos_id=first.eos_id,
+            banned_ids=first.banned_ids,
         )
 
 
@@ -185,6 +190,7 @@ def group_to_state(group: RolloutGroup) -> dict[str, Any]:
         "sampler": t.sampler.model_dump(mode="json"),
         "mask_id": t.mask_id,
         "eos_id": t.eos_id,
+        "banned_ids": None if t.banned_ids is None else list(t.banned_ids),
     }
 
 
@@ -201,6 +207,7 @@ def group_from_state(state: dict[str, Any]) -> RolloutGroup:
         sampler=SamplerConfig.model_validate(state["sampler"]),
         mask_id=int(state["mask_id"]),
         eos_id=int(state["eos_id"]),
+        banned_ids=None if state.get("banned_ids") is None else tuple(int(i) for i in state["banned_ids"]),
     )
     rewards = state["rewards"]
     return RolloutGroup(

@@ -56,8 +56,18 @@ def sampling_temperature(batch: TrajectoryBatch) -> float:
 
 
 def banned_token_ids(batch: TrajectoryBatch, banned_ids: Sequence[int]) -> list[int]:
-    """The ids the rollout could never sample: the caller's list plus MASK."""
-    return sorted({int(i) for i in banned_ids} | {int(batch.mask_id)})
+    """The ids the rollout could never sample: the caller's list plus MASK, checked against the record.
+
+    Banning a different set than the sampler did changes every normaliser, so the ratio would not be 1
+    on-policy; that is a wiring mistake, raised here rather than trained through.
+    """
+    given = {int(i) for i in banned_ids} - {int(batch.mask_id)}
+    if batch.banned_ids is not None and given != set(batch.banned_ids):
+        raise ValueError(
+            f"banned_ids {sorted(given)}: the rollout banned {list(batch.banned_ids)} (besides MASK); the learner "
+            "must ban the same ids, or its log-probs are not those of the sampled distribution"
+        )
+    return sorted(given | {int(batch.mask_id)})
 
 
 def truncated_logprobs(

@@ -222,6 +222,7 @@ def sample(
         sampler=cfg,
         mask_id=mask_id,
         eos_id=eos_id,
+        banned_ids=tuple(sorted({int(i) for i in banned_ids} - {int(mask_id)})),
     )
 
 

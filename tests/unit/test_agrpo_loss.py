@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from common.config import AlgorithmConfig, SamplerConfig
-from common.record import TrajectoryBatch, group_advantages
+from common.record import RolloutGroup, TrajectoryBatch, group_advantages, group_from_state, group_to_state
 from learner.agrpo import agrpo_loss, agrpo_pairs_loss, exact_pairs
 from learner.logprobs import build_step_tokens, model_logits, step_token_logprobs
 from learner.timesteps import draw_uniforms, sample_timesteps
@@ -329,3 +330,21 @@ def test_group_advantages_center_each_group_and_optionally_scale() -> None:
     assert torch.allclose(scaled[0], centered[0] / (std[0] + 1e-4))
     assert torch.allclose(scaled[2], centered[2] / (std[2] + 1e-4))
     assert torch.equal(scaled[1], torch.zeros(4))  # a group with one reward teaches nothing, and is not NaN
+
+
+def test_the_learner_must_ban_what_the_sampler_banned(model: torch.nn.Module, stat_batch: TrajectoryBatch) -> None:
+    assert stat_batch.banned_ids == BANNED
+    pairs = exact_pairs(stat_batch)
+    advantages = torch.ones(stat_batch.size)
+    kwargs = {"clip_eps": 0.2, "micro_batch_size": 64, "pad_id": PAD}
+    with pytest.raises(ValueError, match=r"banned_ids \[\]: the rollout banned \[13\] \(besides MASK\)"):
+        agrpo_pairs_loss(model, stat_batch, advantages, *pairs, banned_ids=(), **kwargs)
+    with pytest.raises(ValueError, match=r"banned_ids \[12, 13\]: the rollout banned \[13\]"):
+        agrpo_pairs_loss(model, stat_batch, advantages, *pairs, banned_ids=(12, PAD, MASK), **kwargs)
+    agrpo_pairs_loss(model, stat_batch, advantages, *pairs, banned_ids=(PAD, MASK), **kwargs)  # MASK is implied
+    unknown = dataclasses.replace(stat_batch, banned_ids=None)  # a record saved before banned ids were kept
+    agrpo_pairs_loss(model, unknown, advantages, *pairs, banned_ids=BANNED, **kwargs)
+    with pytest.raises(ValueError, match="different settings"):
+        TrajectoryBatch.concat([stat_batch, dataclasses.replace(stat_batch, banned_ids=(12,))])
+    saved = group_from_state(group_to_state(RolloutGroup(0, stat_batch, 0, 0)))  # a checkpoint keeps them
+    assert saved.trajectories.banned_ids == BANNED
