@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import yaml
@@ -18,7 +18,9 @@ from common.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoi
 from common.config import Config, dump_config
 from common.errors import CheckpointError
 from common.record import RolloutGroup, group_from_state, group_to_state
-from learner.group import LearnerGroup
+
+if TYPE_CHECKING:
+    from learner.group import LearnerGroup
 
 # Settings a checkpoint's optimizer and data state depend on; changing them makes resume impossible.
 FROZEN_FIELDS = (

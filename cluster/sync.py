@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from common.errors import UserError
 from common.metrics import RoleMetrics
-from learner.group import LearnerGroup
+
+if TYPE_CHECKING:
+    from learner.group import LearnerGroup
 
 
 def ready_all(workers: list[Any], timeout_s: float = 300.0) -> list[dict[str, Any]]:

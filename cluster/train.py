@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -35,7 +35,9 @@ from common.config import DEFAULT_RECIPE, Config, dump_config, load_config
 from common.errors import UserError
 from common.metrics import MetricsLog, RoleMetrics
 from common.record import RolloutGroup
-from learner.group import LearnerGroup
+
+if TYPE_CHECKING:
+    from learner.group import LearnerGroup
 from rewards.data import load_task_items
 from rewards.registry import build_reward_fn
 from rewards.service import RewardService
@@ -135,6 +137,10 @@ def train(config: Config) -> dict[str, Any]:
 
 
 def _run(config: Config, run_dir: Path, placements: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    # Imported here, not at the top: importing DeepSpeed prints an accelerator warning, which would come
+    # before the one-line message of a config or data error.
+    from learner.group import LearnerGroup
+
     checkpoints = run_dir / "checkpoints"
     scorer = RewardService.from_config(config)
     learners = LearnerGroup(

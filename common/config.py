@@ -132,6 +132,15 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def _closest_key(name: str, keys: list[str]) -> str | None:
+    """The key meant by a misspelt or decorated one: a key it extends (`lr_max` -> `lr`), else the nearest."""
+    extended = [k for k in keys if name.startswith(f"{k}_") or k.startswith(f"{name}_")]
+    if extended:
+        return max(extended, key=len)
+    close = difflib.get_close_matches(name, keys, n=1)
+    return close[0] if close else None
+
+
 def _section_in(annotation: Any) -> Any:
     """The pydantic model inside an annotation such as `Section`, `list[Section] | None` or `dict[str, Section]`."""
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
@@ -151,11 +160,12 @@ def _check_task_rewards(config: Config) -> None:
     """A built-in task reward reads its own task's reference fields (countdown: numbers and target; gsm8k:
     answer...), so on another task's items every sample would score 0 with a KeyError, for the whole run."""
     for index, plugin in enumerate(config.rewards.plugins or []):
-        if plugin.name in BUILTIN_TASK_REWARDS and plugin.name != config.data.task:
+        task = next((t for t in BUILTIN_TASK_REWARDS if plugin.name in (t, f"rewards.tasks.{t}:reward")), None)
+        if task is not None and task != config.data.task:
             raise ValueError(
-                f"rewards.plugins.{index}.name = {plugin.name!r}: the built-in {plugin.name} reward needs "
-                f"{plugin.name} items, but data.task = {config.data.task!r} (use the {config.data.task!r} reward, "
-                "or leave rewards.plugins unset for it)"
+                f"rewards.plugins.{index}.name = {plugin.name!r}: the built-in {task} reward needs {task} items, "
+                f"but data.task = {config.data.task!r} (use the {config.data.task!r} reward, or unset "
+                "rewards.plugins, e.g. rewards.plugins=null, to get it)"
             )
 
 
@@ -166,8 +176,8 @@ def format_validation_error(err: ValidationError) -> str:
         path = ".".join(str(p) for p in e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(e["loc"][-1]), _section_keys(e["loc"][:-1]), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = _closest_key(str(e["loc"][-1]), _section_keys(e["loc"][:-1]))
+            hint = f" (did you mean {close}?)" if close else ""
             lines.append(f"{path} = {e.get('input')!r}: unknown key{hint}")
         elif e["type"] == "value_error":
             # Validators phrase their message as `field = value: rule`; a field validator's location
@@ -243,7 +253,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the YAML file (if any), then the overrides."""
     data = read_yaml(path) if path else {}
     apply_overrides(data, overrides or [])
-    return build_config(data, source=str(path) if path else "config")
+    parts = ([str(path)] if path else []) + (["overrides"] if overrides else [])
+    return build_config(data, source=" + ".join(parts) or "config")
 
 
 def dump_config(config: Config) -> str:

@@ -196,7 +196,7 @@ class RewardsConfig(Section):
     """The reward-service pool and the plugins it calls."""
 
     plugins: list[RewardPluginConfig] | None = Field(
-        None, description="Reward plugins combined by weight; none = the built-in reward of data.task."
+        None, min_length=1, description="Reward plugins combined by weight; none = the built-in reward of data.task."
     )
     scheme: Literal["d1", "agrpo"] = Field("d1", description="Reward scheme of the built-in task rewards.")
     pool_size: int = Field(1, gt=0, description="RewardService actors.")

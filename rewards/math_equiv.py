@@ -3,11 +3,12 @@ r"""Equivalence of two LaTeX answers: string normalisation, exact rationals, the
 math-verify parses with SymPy, and SymPy evaluates integer powers and factorials eagerly, so an
 answer such as `9^{9^{9^9}}` or `10**10**10` would compute a number with billions of digits inside
 one C call that no signal can interrupt. Answers are therefore cut at `MAX_ANSWER_CHARS`, and any
-answer with a power tower, an effective exponent over `MAX_POWER` (nested bases multiply), a large
-factorial or binomial, a long digit run, a sum/product, a Gamma, a hyperbolic or more than two elementary
-functions is compared by normalised string and exact rational value only. math-verify's own signal-based timeout
-only works in the main thread; elsewhere it is disabled and the RewardService's per-call process
-timeout is the backstop.
+answer with one of these is compared by normalised string and exact rational value only: a power
+tower; an effective exponent over `MAX_POWER` (nested bases multiply), or over `MAX_SYMBOLIC_POWER`
+once the answer has a letter or a command; a large factorial or binomial; a long digit run; a sum or
+product; a Gamma or hyperbolic function; more than two elementary functions. math-verify's own
+signal-based timeout only works in the main thread; elsewhere it is disabled and the RewardService's
+per-call process timeout is the backstop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from fractions import Fraction
 
 MAX_ANSWER_CHARS = 300
 MAX_POWER = 1000
+MAX_SYMBOLIC_POWER = 20
+"""Exponent cap once an answer has a symbol or command: SymPy expands or evaluates `(x+1)^{999}` and
+`\\sin(1)^{60}` to high precision for seconds (the latter never returned in a thread)."""
 MAX_FACTORIAL = 100
 MAX_DIGIT_RUN = 50
 MATH_VERIFY_TIMEOUT_S = 1
@@ -167,7 +171,8 @@ def safe_for_sympy(answer: str) -> bool:
     if ("binom" in s or "choose" in s) and re.search(r"\d{4,}", s):
         return False
     largest = _largest_power(s)
-    if largest is None or largest > MAX_POWER:
+    symbolic = any(c.isalpha() or c == "\\" for c in s)
+    if largest is None or largest > (MAX_SYMBOLIC_POWER if symbolic else MAX_POWER):
         return False
     for match in re.finditer(r"(\d+|[)}])!", s):
         operand = match.group(1)

@@ -165,7 +165,8 @@ def _load_directory(
     if remote and not model_cfg.trust_remote_code:
         raise CheckpointError(
             f"model.path {path}: config.json has auto_map, so the model needs the directory's own Python "
-            "code, which runs on import; set model.trust_remote_code=true if you trust this directory"
+            "code, which runs on import; set model.trust_remote_code=true (`--trust-remote-code` on agrpo sample "
+            "and agrpo eval) if you trust this directory"
         )
     if model_type != "llada" and not remote and model_type not in CONFIG_MAPPING:
         raise CheckpointError(
@@ -229,9 +230,24 @@ def _read_config(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _check_shard_index(path: Path) -> None:
+    """A sharded checkpoint's index must be a JSON object with a weight_map (transformers' own error for a
+    damaged one names neither the file nor the problem)."""
+    index = path / SAFETENSORS_FILES[1]
+    if not index.is_file():
+        return
+    try:
+        raw = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"model.path {path}: {index.name} is not valid JSON: {err}") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("weight_map"), dict):
+        raise CheckpointError(f"model.path {path}: {index.name} has no weight_map object")
+
+
 def _pickle_files(path: Path, allow_pickle: bool) -> list[Path]:
     """Empty when safetensors weights are there; else the pickle weight files, if the user allowed them."""
     if any((path / name).is_file() for name in SAFETENSORS_FILES):
+        _check_shard_index(path)
         return []
     pickles = sorted({f for pattern in PICKLE_PATTERNS for f in path.glob(pattern) if f.is_file()})
     if not pickles:
@@ -254,7 +270,11 @@ def _read_pickles(path: Path, pickles: list[Path]) -> dict[str, torch.Tensor]:
             # weights_only keeps the unpickler to tensors and containers even when pickle is allowed.
             part = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several unrelated types for an unreadable pickle
-            raise CheckpointError(f"model.path {path}: cannot read {file.name}: {_first_line(err)}") from err
+            # torch's message goes on to suggest weights_only=False, which would run the file's code: cut it.
+            reason = _first_line(err).split(" In PyTorch 2.6", 1)[0]
+            raise CheckpointError(
+                f"model.path {path}: cannot read {file.name}: {reason} (not a state dict of tensors, or damaged)"
+            ) from err
         if not isinstance(part, dict):
             raise CheckpointError(f"model.path {path}: {file.name} does not hold a state dict")
         state_dict.update(part)

@@ -53,6 +53,7 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         (["sampler.gen_length=abc"], "sampler.gen_length = 'abc': Input should be a valid integer"),
         (["sampler.colour=red"], "sampler.colour = 'red': unknown key"),
         (["sampler.stepz=4"], "sampler.stepz = 4: unknown key (did you mean steps?)"),
+        (["learner.lr_max=0.1"], "learner.lr_max = 0.1: unknown key (did you mean lr?)"),
         (
             ["rewards.plugins=[{name: sudoku, wieght: 1}]"],
             "rewards.plugins.0.wieght = 1: unknown key (did you mean weight?)",

@@ -209,6 +209,21 @@ def test_unsupported_llada_settings_are_refused(tmp_path: Path, overrides: dict,
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("index_text", "message"),
+    [
+        ('{"weight_map": {', "model.safetensors.index.json is not valid JSON"),
+        ("[]", "model.safetensors.index.json has no weight_map object"),
+    ],
+)
+def test_damaged_shard_index_is_named(tmp_path: Path, index_text: str, message: str) -> None:
+    path = write_llada_dir(tmp_path / "llada", public_llada_weights())
+    (path / "model.safetensors.index.json").write_text(index_text)
+    with pytest.raises(CheckpointError, match=rf"model.path {path}: {message}") as err:
+        load_policy(ModelConfig(path=str(path)))
+    assert "\n" not in str(err.value)
+
+
 def test_llada_directory_with_a_missing_tensor_is_refused(tmp_path: Path) -> None:
     weights = public_llada_weights()
     del weights["model.transformer.blocks.1.up_proj.weight"]

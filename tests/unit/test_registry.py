@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import pickle
+import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.config import RewardsConfig, load_config
+from common.config import DEFAULT_RECIPE, RewardsConfig, load_config
 from common.errors import ConfigError, UserError
 from rewards import registry
 from rewards.registry import available_rewards, build_reward_fn, reward
@@ -285,6 +287,12 @@ def test_reward_plugins_default_to_the_task_and_must_match_it() -> None:
     assert [p.name for p in load_config(None, ["data.task=math"]).rewards.plugins or []] == ["math"]
     with pytest.raises(ConfigError, match=r"rewards.plugins.0.name = 'countdown': the built-in countdown reward"):
         load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: countdown}]"])
+    with pytest.raises(ConfigError, match=r"'rewards.tasks.countdown:reward': the built-in countdown reward needs"):
+        load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: 'rewards.tasks.countdown:reward'}]"])
+    with pytest.raises(ConfigError, match=r"rewards.plugins = \[\]: List should have at least 1 item"):
+        load_config(None, ["rewards.plugins=[]"])
+    recipe = load_config(DEFAULT_RECIPE, ["data.task=countdown", "rewards.plugins=null"])
+    assert [p.name for p in recipe.rewards.plugins or []] == ["countdown"]
     mixed = load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: gsm8k}, {name: test_char_count}]"])
     assert [p.name for p in mixed.rewards.plugins or []] == ["gsm8k", "test_char_count"]
 
@@ -344,3 +352,18 @@ def test_reward_metrics_export_each_outcome_under_its_plugin(monkeypatch: pytest
     assert exported.mean_score.values == [("set", 0.4, tags)]
     exported.record("gsm8k", outcomes[:1], totals)
     assert exported.timeouts.values == [("inc", 1, tags)]  # nothing added for a group without timeouts
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.path=/nonexistent/train.jsonl"], "agrpo train: error: data file /nonexistent/train.jsonl: not found"),
+        (["sampler.stepz=4"], "sampler.stepz = 4: unknown key (did you mean steps?)"),
+    ],
+)
+def test_train_user_errors_are_one_line(tmp_path: Path, overrides: list[str], expected: str) -> None:
+    """Nothing (no library's import-time warning) is printed before the error line."""
+    command = [sys.executable, "-m", "cluster.cli", "train", f"run_dir={tmp_path / 'run'}", *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr

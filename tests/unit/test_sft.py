@@ -163,4 +163,4 @@ def test_sft_command_help_and_bad_override(monkeypatch: pytest.MonkeyPatch, caps
     assert "--output" in capsys.readouterr().out
     assert cli.main(["sft", "sft.steps=0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("agrpo sft: error: config: sft.steps = 0") and "\n" not in err
+    assert err.startswith("agrpo sft: error: overrides: sft.steps = 0") and "\n" not in err
