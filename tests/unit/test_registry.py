@@ -255,7 +255,10 @@ def test_module_that_cannot_be_imported() -> None:
 
 
 def test_empty_plugin_list_and_non_finite_weight_are_rejected() -> None:
-    assert build_error(config()) == "rewards.plugins = []: at least one reward plugin is needed"
+    with pytest.raises(ValueError, match="List should have at least 1 item"):
+        config()  # the schema refuses it, so `agrpo config validate` does
+    with pytest.raises(ConfigError, match=r"rewards.plugins = \[\]: at least one reward plugin is needed"):
+        registry.build_from_spec(registry.RewardSpec(plugins=()))  # a spec built in code is checked too
     message = build_error(config({"name": "test_char_count", "weight": math.inf}))
     assert message == "rewards.plugins[0].weight = inf: must be a finite number"
 
