@@ -35,14 +35,14 @@ from common.config import DEFAULT_RECIPE, Config, dump_config, load_config
 from common.errors import UserError
 from common.metrics import MetricsLog, RoleMetrics
 from common.record import RolloutGroup
-
-if TYPE_CHECKING:
-    from learner.group import LearnerGroup
 from rewards.data import load_task_items
-from rewards.registry import build_reward_fn
+from rewards.registry import CombinedReward, build_reward_fn
 from rewards.service import RewardService
 from rewards.tasks import task_module
 from rollout.worker import RolloutWorker
+
+if TYPE_CHECKING:
+    from learner.group import LearnerGroup
 
 
 class TrainingCollapsed(UserError):
@@ -110,7 +110,7 @@ def step_record(step: int, task: str, groups: list[RolloutGroup], ranks: list[di
 def train(config: Config) -> dict[str, Any]:
     # Reward plugins and training data are checked first: a typo in either fails in a second, not after
     # an SFT build and a cluster start.
-    build_reward_fn(config.rewards)
+    reward_fn = build_reward_fn(config.rewards)
     items = load_task_items(config.data, "train", config.seed)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def train(config: Config) -> dict[str, Any]:
     started_ray = not ray.is_initialized() and connect(config.cluster) == "local cluster"
     placements = create_placements(config)
     try:
-        result = _run(config, run_dir, placements, items)
+        result = _run(config, run_dir, placements, items, reward_fn)
     finally:
         remove_placements(placements)
         if started_ray:
@@ -136,13 +136,15 @@ def train(config: Config) -> dict[str, Any]:
     return result
 
 
-def _run(config: Config, run_dir: Path, placements: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+def _run(
+    config: Config, run_dir: Path, placements: dict[str, Any], items: list[dict[str, Any]], reward_fn: CombinedReward
+) -> dict[str, Any]:
     # Imported here, not at the top: importing DeepSpeed prints an accelerator warning, which would come
     # before the one-line message of a config or data error.
     from learner.group import LearnerGroup
 
     checkpoints = run_dir / "checkpoints"
-    scorer = RewardService.from_config(config)
+    scorer = RewardService.from_config(config, reward_fn)
     learners = LearnerGroup(
         config.model_dump(mode="json"), placements["learner"], lambda: str(latest_checkpoint(checkpoints) or "")
     )

@@ -88,11 +88,6 @@ class Config(Section):
     evaluation: EvalConfig = Field(default_factory=EvalConfig, description=EvalConfig.__doc__)
     sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
-    def _resolve_reward_plugins(self) -> None:
-        if self.rewards.plugins is None:
-            self.rewards.plugins = [RewardPluginConfig(name=self.data.task)]
-        _check_task_rewards(self)
-
     @model_validator(mode="after")
     def _cross_section(self) -> Config:
         k = self.algorithm.k
@@ -108,7 +103,9 @@ class Config(Section):
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
             )
-        self._resolve_reward_plugins()
+        if self.rewards.plugins is None:
+            self.rewards.plugins = [RewardPluginConfig(name=self.data.task)]
+        _check_task_rewards(self)
         if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
             # The record keeps each committed token's allowed set, padded to the widest one of the batch; a
             # single flat distribution would make that up to vocab-sized for every token of the batch.

@@ -4,8 +4,8 @@ A reward is a function, a callable object, or a class whose instances are callab
 arguments once per process that resolves the plugins), called as `fn(completion, reference, **kwargs)`
 and returning a float or a `RewardResult`. It gets a name in one of three ways: `@reward("name")` in a
 module listed in `rewards.modules`, an entry point in the `agrpo.rewards` group of an installed
-package, or a dotted path `package.module:function` written directly as the plugin name. The built-in tasks are names
-too, mapped to `rewards.tasks.<task>:reward` and imported only when used.
+package, or a dotted path `package.module:function` written directly as the plugin name. The built-in
+tasks are names too, mapped to `rewards.tasks.<task>:reward` and imported only when used.
 
 Everything that can be wrong with a plugin (unknown or twice-registered name, import failure, a
 signature that cannot take the completion, the reference and the configured kwargs) is a one-line

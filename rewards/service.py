@@ -126,9 +126,11 @@ class RewardService:
             raise
 
     @classmethod
-    def from_config(cls, config: Config) -> RewardService:
+    def from_config(cls, config: Config, reward_fn: CombinedReward | None = None) -> RewardService:
+        """The pool `config.rewards` describes; `reward_fn` saves building the plugins again (class plugins
+        may load a model) when the caller already built them to check them."""
         return cls(
-            build_reward_fn(config.rewards),
+            reward_fn or build_reward_fn(config.rewards),
             pool_size=config.rewards.pool_size,
             timeout_s=config.rewards.timeout_s,
             num_cpus=config.cluster.cpus_per_reward_actor,

@@ -39,10 +39,10 @@ from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
 from common.model.tiny import build_tiny_model
 from common.model.tokenizer import build_tiny_tokenizer
 
+logger = logging.getLogger(__name__)
+
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
-
-logger = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # Keys whose absence from a LLaDA config.json would make the public code build a different network
 # (its defaults are GPT-2-like: tied weights, 50304 embeddings, no RoPE, a non-llama block).
@@ -159,6 +159,7 @@ def _load_directory(
     if not path.is_dir():
         raise CheckpointError(f"model.path {path}: directory not found")
     raw = _read_config(path)
+    _check_shard_index(path)
     pickles = _pickle_files(path, model_cfg.allow_pickle)
     model_type = raw.get("model_type")
     remote = model_type != "llada" and "auto_map" in raw
@@ -247,7 +248,6 @@ def _check_shard_index(path: Path) -> None:
 def _pickle_files(path: Path, allow_pickle: bool) -> list[Path]:
     """Empty when safetensors weights are there; else the pickle weight files, if the user allowed them."""
     if any((path / name).is_file() for name in SAFETENSORS_FILES):
-        _check_shard_index(path)
         return []
     pickles = sorted({f for pattern in PICKLE_PATTERNS for f in path.glob(pattern) if f.is_file()})
     if not pickles:
