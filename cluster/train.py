@@ -21,7 +21,7 @@ import numpy as np
 import ray
 
 from cluster.collapse import CollapseGuard
-from cluster.evaluation import HeldOutEvaluator
+from cluster.held_out import HeldOutEvaluator
 from cluster.pipeline import RolloutPipeline
 from cluster.placement import create_placements, remove_placements
 from cluster.progress import RunProgress

@@ -15,9 +15,8 @@ packing (DeepSpeed passes `engine.backward`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -45,9 +44,6 @@ class LossStats:
     pairs: int
     tokens: int
     forward_passes: int
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
 
 
 def pack(num_pairs: int, micro_batch_size: int) -> list[slice]:
@@ -159,43 +155,3 @@ def draw_pairs(
     return sample_timesteps(
         last_step, algorithm.k, algorithm.timestep_sampling, algorithm.importance_sampling, entropy, generator
     )
-
-
-def agrpo_loss(
-    model: nn.Module,
-    batch: TrajectoryBatch,
-    advantages: torch.Tensor,
-    algorithm: AlgorithmConfig,
-    *,
-    micro_batch_size: int,
-    pad_id: int,
-    generator: torch.Generator,
-    banned_ids: Sequence[int] = (),
-    backward: Backward = default_backward,
-    ref_logits_fn: LogitsFn | None = None,
-    logits_fn: LogitsFn | None = None,
-) -> LossStats:
-    """Draw k timesteps per trajectory (per `algorithm`), then accumulate the packed loss gradient."""
-    rows, steps, coef = draw_pairs(batch, algorithm, generator)
-    return agrpo_pairs_loss(
-        model,
-        batch,
-        advantages,
-        rows,
-        steps,
-        coef,
-        clip_eps=algorithm.clip_eps,
-        micro_batch_size=micro_batch_size,
-        pad_id=pad_id,
-        beta=algorithm.beta,
-        banned_ids=banned_ids,
-        backward=backward,
-        ref_logits_fn=ref_logits_fn,
-        logits_fn=logits_fn,
-    )
-
-
-def exact_pairs(batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every step 0..L_i of every trajectory with coef 1/(L_i+1): the estimator's target, for checks."""
-    last = torch.from_numpy(np.asarray(batch.last_step()))
-    return sample_timesteps(last, "all", "uniform", "uniform", None, torch.Generator())

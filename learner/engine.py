@@ -42,7 +42,7 @@ from common.errors import CheckpointError, ConfigError
 from learner import optim_state
 from learner.full_weights import FullWeights, load_module_state, module_state
 from learner.lora import apply_lora
-from learner.schedule import make_optimizer, make_scheduler
+from learner.optimizer import make_optimizer, make_scheduler
 from learner.weight_sync import pack_parameters
 
 STATE_BUCKET_BYTES = 256 * 1024**2

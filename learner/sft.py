@@ -36,11 +36,11 @@ from tqdm import tqdm
 from common.config import Config, SFTConfig, dump_config
 from common.errors import ConfigError, DataError
 from common.model.loading import Policy, load_policy, mask_predictor_logits, save_policy
-from learner.schedule import lr_factor
+from common.text import encode_text
+from learner.optimizer import lr_factor
 from rewards.data import load_task_items
 from rewards.perturb import PERTURBATIONS, wrong_completion
 from rewards.templates import render_prompt
-from rollout.evaluate import encode
 
 MIN_MASK_RATIO = 1e-3
 """LLaDA's eps: t is drawn from U(eps, 1) so the 1/t weight stays bounded."""
@@ -108,14 +108,16 @@ def build_examples(
         if not isinstance(item.get("completion"), str):
             raise DataError(f"{task} item {i}: no `completion` text to train on (generated items carry one)")
         text = wrong_completion(task, item, rng) if wrong[i] else item["completion"]
-        ids = encode(tokenizer, text, f"{task} item {i} completion")
+        ids = encode_text(tokenizer, text, f"{task} item {i} completion")
         if len(ids) > gen_length:
             raise ConfigError(
                 f"sampler.gen_length = {gen_length}: {task} item {i} has a {len(ids)}-token completion "
                 f"{text[:40]!r}; raise gen_length"
             )
         completions[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-        prompts.append(encode(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt"))
+        prompts.append(
+            encode_text(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt")
+        )
         texts.append(text)
     return SFTExamples(prompts, completions, texts, wrong)
 

@@ -19,13 +19,13 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from cluster.prompts import derived_seed
 from common.checkpoint import load_state, save_state
 from common.config import Config
 from common.errors import CheckpointError
 from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits, resolve_dtype
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
+from common.seeding import derived_seed
 from learner.engine import LearnerEngine, init_learner_distributed
 from learner.logprobs import LogitsFn
 from learner.update import policy_update

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 
@@ -17,7 +16,3 @@ class RewardResult:
     score: float
     components: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-
-    @property
-    def finite(self) -> bool:
-        return math.isfinite(self.score)

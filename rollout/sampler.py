@@ -4,7 +4,7 @@ Blocks of the completion are sampled left to right. Each step runs the mask pred
 whole sequence of every row still being sampled (future blocks stay MASK and are attended to), draws a
 token at each still-masked position of the current block, scores the positions (`low_confidence`,
 `random` or `entropy`) and commits the best n_t of them, n_t following the LLaDA schedule
-(rollout/schedule.py). What is kept per committed position (its step, token, log-prob, entropy and
+(rollout/unmasking.py). What is kept per committed position (its step, token, log-prob, entropy and
 truncation set) is the compact record of common/record.py; intermediate states are rebuilt from it.
 
 Rows are left-padded to the longest prompt with an attention mask; the model counts positions over real
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from common.config import SamplerConfig
 from common.record import NO_TOKEN, TrajectoryBatch
 from rollout.distribution import banned_tensor, draw, position_scores, token_stats, truncate
-from rollout.schedule import steps_per_block, transfer_counts
+from rollout.unmasking import steps_per_block, transfer_counts
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(input_ids (A, S), attention_mask (A, S) bool) -> logits (A, S, V), position i predicting token i."""

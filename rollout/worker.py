@@ -20,6 +20,7 @@ from common.config import Config, SamplerConfig
 from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits
 from common.record import RolloutGroup
+from common.text import decode_completion, encode_text
 from learner.weight_sync import (
     backend_for,
     create_group,
@@ -29,7 +30,7 @@ from learner.weight_sync import (
     receive_weights,
 )
 from rewards.templates import render_prompt
-from rollout.evaluate import evaluate
+from rollout.accuracy import evaluate
 from rollout.sampler import sample
 
 
@@ -101,7 +102,7 @@ class RolloutWorker:
         prompts = []
         for req in requests:
             text = render_prompt(cfg.data.task, req["item"], cfg.data.template, tok)
-            ids = tok(text, add_special_tokens=False)["input_ids"]
+            ids = encode_text(tok, text, f"{cfg.data.task} item {req['index']} prompt")
             prompts.extend([ids] * g)
         generator = torch.Generator(device=self.device).manual_seed(int(requests[0]["seed"]))
         start = time.perf_counter()
@@ -132,18 +133,13 @@ class RolloutWorker:
                     weight_version=self.version,
                     seed=int(req["seed"]),
                     reference=dict(req["item"]),
-                    texts=[self._decode(row) for row in traj.completion_ids],
+                    texts=[decode_completion(tok, row, self.policy.eos_id) for row in traj.completion_ids],
                 )
             )
         return groups
 
     def evaluate(self, items: list[dict[str, Any]], sampler: dict[str, Any], seed: int) -> dict[str, Any]:
-        """Held-out accuracy of the weights this worker holds (see rollout/evaluate.py)."""
+        """Held-out accuracy of the weights this worker holds (see rollout/accuracy.py)."""
         cfg = SamplerConfig.model_validate(sampler)
         data = self.config.data
         return evaluate(self.policy, items, data.task, data.template, cfg, cfg.batch_size, seed)
-
-    def _decode(self, ids: np.ndarray) -> str:
-        eos = np.flatnonzero(ids == self.policy.eos_id)
-        cut = ids[: eos[0]] if eos.size else ids
-        return self.policy.tokenizer.decode(cut.tolist(), skip_special_tokens=False)

@@ -90,7 +90,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     from common.errors import UserError
     from rewards.tasks import task_module
     from rewards.templates import TEMPLATES
-    from rollout.evaluate import eval_sampler
+    from rollout.accuracy import eval_sampler
 
     config = load_config(args.config) if args.config else Config()
     if args.task is None and args.config is None:
@@ -153,7 +153,7 @@ def _evaluate_checkpoint(
     device: str,
 ) -> list[dict[str, Any]]:
     from common.model.loading import load_policy
-    from rollout.evaluate import evaluate
+    from rollout.accuracy import evaluate
 
     policy = load_policy(model.model_copy(update={"path": checkpoint}), device=device, seed=args.seed)
     results = []

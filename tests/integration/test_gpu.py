@@ -35,9 +35,9 @@ def _prompts(n: int) -> list[list[int]]:
 
 
 def test_bf16_sampling_records_are_on_policy() -> None:
-    from learner.agrpo import exact_pairs
     from learner.logprobs import build_step_tokens, model_logits, step_token_logprobs
     from rollout.sampler import sample
+    from tests.unit.learner_helpers import exact_pairs
 
     model = build_tiny_model(SHAPE, VOCAB, MASK, EOS, PAD).to("cuda", torch.bfloat16).eval()
     cfg = SamplerConfig(gen_length=32, block_length=8, steps=16, temperature=0.8, top_k=50, remasking="random")

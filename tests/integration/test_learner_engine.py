@@ -25,7 +25,7 @@ from common.config import LearnerConfig, LoraConfig, TinyModelConfig
 from common.errors import ConfigError
 from common.model import build_tiny_model
 from learner.engine import uses_bf16
-from learner.schedule import lr_factor
+from learner.optimizer import lr_factor
 
 SHAPE = TinyModelConfig(d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, mlp_hidden_size=48, max_sequence_length=16)
 VOCAB, MASK_ID, EOS_ID = 48, 47, 46

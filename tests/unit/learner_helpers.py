@@ -9,9 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.config import SamplerConfig, TinyModelConfig
+from common.config import AlgorithmConfig, SamplerConfig, TinyModelConfig
 from common.model import build_tiny_model
 from common.record import TrajectoryBatch
+from learner.agrpo import Backward, LossStats, agrpo_pairs_loss, default_backward, draw_pairs
+from learner.logprobs import LogitsFn
+from learner.timesteps import sample_timesteps
 from rollout.sampler import sample
 
 VOCAB, MASK, EOS, PAD = 16, 15, 14, 13
@@ -60,3 +63,44 @@ def flat_grad(model: nn.Module) -> torch.Tensor:
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def agrpo_loss(
+    model: nn.Module,
+    batch: TrajectoryBatch,
+    advantages: torch.Tensor,
+    algorithm: AlgorithmConfig,
+    *,
+    micro_batch_size: int,
+    pad_id: int,
+    generator: torch.Generator,
+    banned_ids: Sequence[int] = (),
+    backward: Backward = default_backward,
+    ref_logits_fn: LogitsFn | None = None,
+    logits_fn: LogitsFn | None = None,
+) -> LossStats:
+    """Draw k timesteps per trajectory (per `algorithm`), then accumulate the packed loss gradient (the driver
+    does the same through learner.update.policy_update)."""
+    rows, steps, coef = draw_pairs(batch, algorithm, generator)
+    return agrpo_pairs_loss(
+        model,
+        batch,
+        advantages,
+        rows,
+        steps,
+        coef,
+        clip_eps=algorithm.clip_eps,
+        micro_batch_size=micro_batch_size,
+        pad_id=pad_id,
+        beta=algorithm.beta,
+        banned_ids=banned_ids,
+        backward=backward,
+        ref_logits_fn=ref_logits_fn,
+        logits_fn=logits_fn,
+    )
+
+
+def exact_pairs(batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every step 0..L_i of every trajectory with coef 1/(L_i+1): the estimator's target, for checks."""
+    last = torch.from_numpy(np.asarray(batch.last_step()))
+    return sample_timesteps(last, "all", "uniform", "uniform", None, torch.Generator())

@@ -12,7 +12,7 @@ import torch
 
 from common.config import AlgorithmConfig, SamplerConfig
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages, group_from_state, group_to_state
-from learner.agrpo import agrpo_loss, agrpo_pairs_loss, exact_pairs
+from learner.agrpo import agrpo_pairs_loss
 from learner.logprobs import build_step_tokens, model_logits, step_token_logprobs
 from learner.timesteps import draw_uniforms, sample_timesteps
 from tests.unit.learner_helpers import (
@@ -20,7 +20,9 @@ from tests.unit.learner_helpers import (
     EOS,
     MASK,
     PAD,
+    agrpo_loss,
     end_early,
+    exact_pairs,
     flat_grad,
     num_params,
     perturb_old_logprob,

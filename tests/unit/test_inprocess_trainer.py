@@ -7,7 +7,7 @@ import math
 import pytest
 
 from common.config import AlgorithmConfig, Config, DiffuGRPOConfig, LearnerConfig, SamplerConfig
-from learner.inprocess import InProcessTrainer
+from tests.inprocess_trainer import InProcessTrainer
 from tests.unit.learner_helpers import BANNED, EOS, MASK, PAD, tiny_model
 
 TARGET = 3

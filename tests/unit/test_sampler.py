@@ -14,7 +14,7 @@ from common.config import SamplerConfig, TinyModelConfig
 from common.model import build_tiny_model
 from common.record import NO_TOKEN, TrajectoryBatch
 from rollout.sampler import sample, sample_batches
-from rollout.schedule import step_counts
+from rollout.unmasking import step_counts
 
 VOCAB, MASK, EOS, PAD = 48, 47, 46, 45
 PROMPTS = [[3, 14, 15, 9, 2], [7], [26, 5, 35, 8, 9, 7, 9, 3, 2], [38, 4, 6]]

@@ -16,14 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from common.config import SamplerConfig, format_validation_error
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError
 from common.model.loading import Policy, mask_predictor_logits
+from common.text import decode_completion, encode_text
 from rewards.tasks import task_module
 from rewards.templates import render_prompt
 from rollout.sampler import sample
@@ -56,22 +56,6 @@ def eval_sampler(
         raise ConfigError("; ".join(f"sampler.{problem}" for problem in problems)) from None
 
 
-def encode(tokenizer: Any, text: str, where: str) -> list[int]:
-    """Token ids of `text`; a text the tokenizer cannot encode (the tiny tokenizer knows only printable
-    ASCII) is a one-line DataError naming `where`, not a traceback from inside the tokenizer."""
-    try:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    except Exception as err:  # the Rust tokenizers raise a bare Exception for an unknown character
-        raise DataError(f"{where}: cannot be tokenized ({str(err).strip().splitlines()[0]}): {text[:60]!r}") from None
-
-
-def decode_completion(tokenizer: Any, ids: np.ndarray, eos_id: int) -> str:
-    """The completion text up to its first EOS, special tokens dropped (as the d1 evaluation decodes)."""
-    eos = np.flatnonzero(ids == eos_id)
-    kept = ids[: eos[0]] if eos.size else ids
-    return tokenizer.decode(kept.tolist(), skip_special_tokens=True)
-
-
 def evaluate(
     policy: Policy,
     items: Sequence[dict[str, Any]],
@@ -95,7 +79,7 @@ def evaluate(
     grade = task_module(task).grade
     tokenizer = policy.tokenizer
     prompts = [
-        encode(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt")
+        encode_text(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt")
         for i, item in enumerate(items)
     ]
     model = policy.model

@@ -16,7 +16,7 @@ from common.errors import ConfigError, DataError
 from common.model.loading import load_policy
 from rewards.data import load_task_items
 from rewards.tasks import task_module
-from rollout.evaluate import eval_sampler, evaluate
+from rollout.accuracy import eval_sampler, evaluate
 from tests.unit.model_helpers import write_toy_remote_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -19,7 +19,7 @@ from common.config import Config
 from common.record import TrajectoryBatch, group_advantages
 from learner.agrpo import model_device
 from learner.logprobs import LogitsFn, model_logits
-from learner.schedule import make_optimizer, make_scheduler
+from learner.optimizer import make_optimizer, make_scheduler
 from learner.update import policy_update
 from rollout.sampler import sample
 
