@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e $(EXAMPLE_PLUGIN)
+	# setuptools leaves agrpo.egg-info here; it would shadow the installed metadata (entry points) for code run from here.
+	rm -rf agrpo.egg-info
 	touch $(STAMP)
 
 train: setup
