@@ -24,12 +24,16 @@ class RolePlacement:
     group: PlacementGroup
     bundles: list[dict[str, float]]
 
-    def strategy(self, index: int) -> PlacementGroupSchedulingStrategy:
-        return PlacementGroupSchedulingStrategy(placement_group=self.group, placement_group_bundle_index=index)
-
-    def actor_resources(self, index: int) -> dict[str, float]:
+    def actor_options(self, index: int) -> dict[str, object]:
+        """Ray `.options()` that put actor `index` of the role into its bundle with the bundle's resources."""
         bundle = self.bundles[index]
-        return {"num_cpus": bundle.get("CPU", 0.0), "num_gpus": bundle.get("GPU", 0.0)}
+        return {
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                placement_group=self.group, placement_group_bundle_index=index
+            ),
+            "num_cpus": bundle.get("CPU", 0.0),
+            "num_gpus": bundle.get("GPU", 0.0),
+        }
 
 
 def _bundle(cpus: float, gpus: float) -> dict[str, float]:

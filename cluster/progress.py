@@ -24,6 +24,7 @@ class RunProgress:
         self.done = step
         shown = {k: f"{v:.3g}" for k, v in fields.items() if v is not None}
         if self.live:
+            self.bar.set_description_str(self.phase, refresh=False)
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(step - self.bar.n)
             return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 
@@ -29,10 +31,14 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def connect(cluster: ClusterConfig) -> str:
-    """Return how we connected. Under `ray job submit` RAY_ADDRESS is set and `auto` finds the cluster."""
+@contextmanager
+def ray_cluster(cluster: ClusterConfig) -> Iterator[None]:
+    """Connected to Ray inside the block: the session already open, the cluster at `cluster.address` (or
+    `auto` under `ray job submit`, which sets RAY_ADDRESS), or a local loopback cluster started here. A
+    connection this block opened is closed on exit (which stops a local cluster)."""
     if ray.is_initialized():
-        return "existing session"
+        yield
+        return
     address = cluster.address or ("auto" if os.environ.get("RAY_ADDRESS") else None)
     if address:
         probe(address)
@@ -44,16 +50,19 @@ def connect(cluster: ClusterConfig) -> str:
                 f"cannot reach the Ray cluster at {address!r} ({first}); start one with `ray start --head` "
                 "or unset cluster.address to run on a local cluster"
             ) from None
-        return f"cluster at {address}"
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(
-        num_cpus=cluster.num_cpus,
-        num_gpus=cluster.num_gpus,
-        object_store_memory=cluster.object_store_memory,
-        include_dashboard=False,
-        dashboard_host=cluster.dashboard_host,
-        namespace=cluster.namespace,
-        log_to_driver=True,
-        configure_logging=False,
-    )
-    return "local cluster"
+    else:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(
+            num_cpus=cluster.num_cpus,
+            num_gpus=cluster.num_gpus,
+            object_store_memory=cluster.object_store_memory,
+            include_dashboard=False,
+            dashboard_host=cluster.dashboard_host,
+            namespace=cluster.namespace,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -2,14 +2,15 @@
 
 With max_staleness S the batches of steps s+1..s+S were sampled with older weights than the checkpoint
 holds, so they are stored in it (as records, not weights): a resumed run trains on exactly the groups the
-uninterrupted run would have, which is what makes resume exact.
+uninterrupted run would have, which is what makes resume exact. The driver's part is read and checked before
+Ray starts (`read_run`), so an incompatible resume is refused in seconds and changes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 import yaml
@@ -18,9 +19,7 @@ from common.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoi
 from common.config import Config, dump_config
 from common.errors import CheckpointError
 from common.record import RolloutGroup, group_from_state, group_to_state
-
-if TYPE_CHECKING:
-    from learner.group import LearnerGroup
+from learner.group import LearnerGroup
 
 # Settings a checkpoint's optimizer and data state depend on; changing them makes resume impossible.
 FROZEN_FIELDS = (
@@ -38,10 +37,13 @@ FROZEN_FIELDS = (
 
 @dataclass
 class DriverState:
+    """What the driver itself needs to continue a run exactly (the learners keep their own state)."""
+
     step: int = 0
+    version: int = 0
     cursor: int = 0
-    gate: dict[str, Any] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
+    staleness: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
     ready: dict[int, list[RolloutGroup]] = field(default_factory=dict)
     evals: list[list[float]] = field(default_factory=list)
     collapse: dict[str, Any] = field(default_factory=dict)
@@ -63,25 +65,6 @@ def check_compatible(saved: dict[str, Any], config: Config, where: Path) -> None
         )
 
 
-def save_run(root: Path, config: Config, learners: LearnerGroup, state: DriverState) -> Path:
-    parts: dict[str, Any] = {
-        "model": lambda d: learners.call("save_model", str(d)),
-        "driver": {
-            "step": state.step,
-            "cursor": state.cursor,
-            "gate": state.gate,
-            "counters": state.counters,
-            "evals": state.evals,
-            "collapse": state.collapse,
-            "config": dump_config(config),
-        },
-        "batches": {str(b): [group_to_state(g) for g in groups] for b, groups in state.ready.items()},
-    }
-    for rank, actor in enumerate(learners.ranks):
-        parts[f"learner-{rank}"] = lambda d, a=actor: ray.get(a.save_state.remote(str(d)))
-    return write_checkpoint(root, state.step, parts, keep_last=config.checkpoint.keep_last)
-
-
 def find_checkpoint(config: Config, root: Path) -> Path | None:
     """`never` -> None; `auto` -> the latest complete checkpoint (None if none); a path -> that one."""
     mode = config.checkpoint.resume
@@ -95,19 +78,46 @@ def find_checkpoint(config: Config, root: Path) -> Path | None:
     return path
 
 
-def restore_run(path: Path, config: Config, learners: LearnerGroup) -> DriverState:
+def read_run(path: Path, config: Config) -> DriverState:
+    """The driver's state of a verified checkpoint written with compatible settings."""
     parts = read_checkpoint(path, ["driver", "batches"])
     driver = parts["driver"]
     check_compatible(yaml.safe_load(driver["config"]), config, path)
-    learners.call("load_model", str(path / "model"))
-    ray.get([a.load_state.remote(str(path / f"learner-{r}")) for r, a in enumerate(learners.ranks)])
     ready = {int(b): [group_from_state(g) for g in groups] for b, groups in parts["batches"].items()}
     return DriverState(
         step=int(driver["step"]),
+        version=int(driver["version"]),
         cursor=int(driver["cursor"]),
-        gate=driver["gate"],
+        staleness=driver["staleness"],
         counters=driver["counters"],
         ready=ready,
         evals=driver["evals"],
         collapse=driver["collapse"],
     )
+
+
+def load_learners(path: Path, learners: LearnerGroup, state: DriverState) -> None:
+    """Weights, optimizer, scheduler and RNG state of every rank, and the weight version they reached."""
+    learners.call("load_model", str(path / "model"))
+    learners.wait([a.load_state.remote(str(path / f"learner-{r}")) for r, a in enumerate(learners.ranks)])
+    learners.version = state.version
+
+
+def save_run(root: Path, config: Config, learners: LearnerGroup, state: DriverState) -> Path:
+    parts: dict[str, Any] = {
+        "model": lambda d: learners.call("save_model", str(d)),
+        "driver": {
+            "step": state.step,
+            "version": state.version,
+            "cursor": state.cursor,
+            "staleness": state.staleness,
+            "counters": state.counters,
+            "evals": state.evals,
+            "collapse": state.collapse,
+            "config": dump_config(config),
+        },
+        "batches": {str(b): [group_to_state(g) for g in groups] for b, groups in state.ready.items()},
+    }
+    for rank, actor in enumerate(learners.ranks):
+        parts[f"learner-{rank}"] = lambda d, a=actor: ray.get(a.save_state.remote(str(d)))
+    return write_checkpoint(root, state.step, parts, keep_last=config.checkpoint.keep_last)

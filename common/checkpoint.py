@@ -105,13 +105,33 @@ def step_dir_name(step: int) -> str:
 Writer = Callable[[Path], None]
 
 
+def file_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file under `directory` (relative paths), except a manifest itself."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {str(p.relative_to(directory)): _sha256(p) for p in files}
+
+
+def write_manifest(directory: Path, **fields: Any) -> None:
+    """`manifest.json` with the SHA-256 of every file, so a later reader can tell a damaged copy from ours."""
+    (directory / MANIFEST).write_text(json.dumps({**fields, "files": file_digests(directory)}, indent=1))
+
+
+def remove_partial_checkpoints(root: Path) -> None:
+    """Delete temporary directories a writer killed mid-checkpoint left behind (one writer per run_dir)."""
+    if root.is_dir():
+        for stale in root.glob(".tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def write_checkpoint(root: Path, step: int, parts: dict[str, Any | Writer], keep_last: int | None = None) -> Path:
     """Write `parts` as one checkpoint directory.
 
     A part is either a state (stored by `save_state`) or a writer called with the subdirectory `name/`,
     which is how the model goes in as an HF `save_pretrained` directory that `from_pretrained` reads.
+    Pruning to `keep_last` never deletes the checkpoint just written, whatever the other step numbers are.
     """
     root.mkdir(parents=True, exist_ok=True)
+    remove_partial_checkpoints(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=root))
     try:
         for name, state in parts.items():
@@ -120,9 +140,7 @@ def write_checkpoint(root: Path, step: int, parts: dict[str, Any | Writer], keep
                 state(tmp / name)
             else:
                 save_state(tmp, name, state)
-        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        manifest = {"step": step, "files": {f: _sha256(tmp / f) for f in files}}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_manifest(tmp, step=step)
         final = root / step_dir_name(step)
         if final.exists():
             shutil.rmtree(final)
@@ -131,7 +149,8 @@ def write_checkpoint(root: Path, step: int, parts: dict[str, Any | Writer], keep
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if keep_last:
-        for old in list_checkpoints(root)[:-keep_last]:
+        others = [p for p in list_checkpoints(root) if p != final]
+        for old in others[: max(0, len(others) - (keep_last - 1))]:
             shutil.rmtree(old)
     return final
 
@@ -149,26 +168,35 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def verify_checkpoint(directory: Path) -> dict[str, Any]:
+def verify_manifest(directory: Path, what: str = "checkpoint") -> dict[str, Any]:
     """Check presence and checksums of every file listed in the manifest; return the manifest."""
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint {directory}: no {MANIFEST} (incomplete or not a checkpoint)")
+        raise CheckpointError(f"{what} {directory}: no {MANIFEST} (incomplete or not a {what})")
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"checkpoint {directory}: {MANIFEST} is malformed") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{what} {directory}: {MANIFEST} is not valid JSON") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files or not all(isinstance(v, str) for v in files.values()):
+        raise CheckpointError(f"{what} {directory}: {MANIFEST} lists no files with checksums (malformed)")
     for name, digest in files.items():
         path = directory / name
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {directory}: missing {name}")
+            raise CheckpointError(f"{what} {directory}: missing {name}")
         if _sha256(path) != digest:
-            raise CheckpointError(f"checkpoint {directory}: {name} is corrupt (checksum mismatch)")
+            raise CheckpointError(f"{what} {directory}: {name} is corrupt (checksum mismatch)")
     return manifest
 
 
+def verify_checkpoint(directory: Path) -> dict[str, Any]:
+    return verify_manifest(directory)
+
+
 def read_checkpoint(directory: Path, names: list[str]) -> dict[str, Any]:
-    """Verify the whole checkpoint, then load the requested parts."""
-    verify_checkpoint(directory)
+    """Verify the whole checkpoint, then load the requested parts (each must be listed in the manifest)."""
+    files = verify_checkpoint(directory)["files"]
+    for name in names:
+        if f"{name}.json" not in files:
+            raise CheckpointError(f"checkpoint {directory}: {MANIFEST} does not list {name}.json")
     return {name: load_state(directory, name) for name in names}

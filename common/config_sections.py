@@ -267,6 +267,11 @@ class CheckpointConfig(Section):
         description="Stop after the checkpoint of this step (a planned preemption); resume continues the run.",
     )
     resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
+    overwrite: bool = Field(
+        False,
+        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary and "
+        "checkpoints first (without it, such a run_dir is refused unless resuming).",
+    )
 
 
 class MetricsConfig(Section):

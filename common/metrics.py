@@ -84,10 +84,24 @@ class MetricsLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, drop_accuracy: bool = False) -> None:
+        """Keep the lines of steps <= `step` (with `drop_accuracy`, not the accuracy line of `step` itself).
+
+        A line that is not valid JSON (torn by a crash mid-write) is dropped: it is the very case resume is for.
+        """
         if not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            at = record.get("step", 0)
+            if at < step or (at == step and not (drop_accuracy and "accuracy" in record and "prompts" not in record)):
+                keep.append(line)
         self.path.write_text("".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:

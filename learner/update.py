@@ -25,10 +25,14 @@ OptimizerStep = Callable[[], dict[str, float]]
 
 
 class _Counter:
-    """Calls `backward` with last=True on exactly the `total`-th micro-batch."""
+    """Calls `backward` with last=True on exactly the `total`-th micro-batch.
 
-    def __init__(self, backward: BoundaryBackward, total: int, scale: float) -> None:
-        self.backward, self.total, self.scale, self.calls = backward, total, scale, 0
+    `scale` is set per accumulation chunk to its share of the batch's trajectories: each chunk's loss is a mean
+    over its own trajectories, so the weighted sum is the mean over the batch even when chunks differ in size.
+    """
+
+    def __init__(self, backward: BoundaryBackward, total: int) -> None:
+        self.backward, self.total, self.scale, self.calls = backward, total, 1.0, 0
 
     def __call__(self, loss: torch.Tensor) -> None:
         self.calls += 1
@@ -80,7 +84,6 @@ def policy_update(
     """AGRPO: one optimizer step. diffu-GRPO: one step per inner iteration (`mask_seeds`, one each)."""
     algo, learner = config.algorithm, config.learner
     chunks = accumulation_chunks(batch, algo.group_size, learner.grad_accumulation)
-    scale = 1.0 / len(chunks)
     mbs = learner.micro_batch_size
     shared = {"pad_id": pad_id, "banned_ids": banned_ids, "micro_batch_size": mbs, "ref_logits_fn": ref_logits_fn}
     stats: list[LossStats] = []
@@ -88,8 +91,9 @@ def policy_update(
     if algo.name == "agrpo":
         parts = [(batch.select(rows), advantages[rows]) for rows in chunks]
         draws = [draw_pairs(sub, algo, generator) for sub, _ in parts]
-        counter = _Counter(backward, sum(len(pack(len(d[0]), mbs)) for d in draws), scale)
+        counter = _Counter(backward, sum(len(pack(len(d[0]), mbs)) for d in draws))
         for (sub, adv), (rows, t, coef) in zip(parts, draws, strict=True):
+            counter.scale = sub.size / batch.size
             stats.append(
                 agrpo_pairs_loss(
                     model,
@@ -134,8 +138,9 @@ def policy_update(
             for seed in mask_seeds
         ]
     for it, seed in enumerate(mask_seeds):
-        counter = _Counter(backward, sum(len(pack(sub.size, mbs)) for sub, _ in subs), scale)
+        counter = _Counter(backward, sum(len(pack(sub.size, mbs)) for sub, _ in subs))
         for c, (sub, adv) in enumerate(subs):
+            counter.scale = sub.size / batch.size
             stats.append(
                 diffu_grpo_loss(
                     model,

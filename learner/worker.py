@@ -19,7 +19,7 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from common.checkpoint import load_state, save_state
+from common.checkpoint import load_state, save_state, write_manifest
 from common.config import Config
 from common.errors import CheckpointError
 from common.metrics import RoleMetrics
@@ -144,8 +144,12 @@ class LearnerWorker:
             _EngineCall(self.engine, self.policy.model.config), input_ids, attention_mask, self.policy.logits_shift
         )
 
-    def train_step(self, groups: list[RolloutGroup], step: int) -> dict[str, float]:
-        """One update on this rank's share of whole groups."""
+    def train_step(self, groups: list[RolloutGroup], step: int, share_weight: float = 1.0) -> dict[str, float]:
+        """One update on this rank's share of whole groups.
+
+        `share_weight` = world_size x (this rank's groups / the step's groups): the loss is a mean over this rank's
+        trajectories and DeepSpeed averages the ranks, so the weight makes the result the mean over all of them.
+        """
         cfg = self.config
         start = time.perf_counter()
         batch = TrajectoryBatch.concat([g.trajectories for g in groups])
@@ -162,7 +166,7 @@ class LearnerWorker:
             cfg,
             pad_id=self.policy.pad_id,
             banned_ids=self.policy.banned_ids,
-            backward=self.engine.backward,
+            backward=lambda loss, last: self.engine.backward(loss * share_weight, last),
             optimizer_step=self.engine.step,
             generator=generator,
             mask_seeds=seeds,
@@ -216,6 +220,7 @@ class LearnerWorker:
         if self.rank == 0:
             self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
             self.policy.tokenizer.save_pretrained(directory)
+            write_manifest(Path(directory))
 
     def save_state(self, directory: str) -> None:
         state: dict[str, Any] = {

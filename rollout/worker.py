@@ -140,6 +140,8 @@ class RolloutWorker:
 
     def evaluate(self, items: list[dict[str, Any]], sampler: dict[str, Any], seed: int) -> dict[str, Any]:
         """Held-out accuracy of the weights this worker holds (see rollout/accuracy.py)."""
+        if self.version < 0:
+            raise NoWeightsError(f"rollout-{self.index} has no weights from the learner yet")
         cfg = SamplerConfig.model_validate(sampler)
         data = self.config.data
         return evaluate(self.policy, items, data.task, data.template, cfg, cfg.batch_size, seed)

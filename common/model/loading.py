@@ -33,6 +33,7 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging as hf_logging
 
+from common.checkpoint import MANIFEST, verify_manifest, write_manifest
 from common.config import ModelConfig
 from common.errors import CheckpointError
 from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
@@ -110,9 +111,11 @@ def load_policy(
 
 
 def save_policy(policy: Policy, directory: str | Path) -> None:
-    """Model (safetensors) and tokenizer in one directory, so `model.path` can point at it directly."""
+    """Model (safetensors), tokenizer and a manifest of checksums in one directory, so `model.path` can point at
+    it directly and a damaged copy is refused when it is loaded."""
     policy.model.save_pretrained(directory, safe_serialization=True)
     policy.tokenizer.save_pretrained(directory)
+    write_manifest(Path(directory))
 
 
 def mask_predictor_logits(
@@ -158,6 +161,14 @@ def _load_directory(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if not path.is_dir():
         raise CheckpointError(f"model.path {path}: directory not found")
+    if (path / MANIFEST).is_file():  # written by agrpo: the weights must be the ones it wrote
+        try:
+            verify_manifest(path, "model.path")
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"{err}; agrpo wrote this directory with a {MANIFEST} of checksums: if you changed its files on "
+                f"purpose, delete {MANIFEST}"
+            ) from None
     raw = _read_config(path)
     _check_shard_index(path)
     pickles = _pickle_files(path, model_cfg.allow_pickle)

@@ -45,8 +45,9 @@ def test_bundles_and_actor_resources_follow_the_config(fake_gpu_ray) -> None:
             bundles = list(info["bundles"].values())
             assert bundles == [{"CPU": 0.25, "GPU": 1.0}] * 2, placement.name
             assert info["state"] == "CREATED", pg_id
-        assert placements["learner"].actor_resources(1) == {"num_cpus": 0.25, "num_gpus": 1.0}
-        assert placements["rollout"].strategy(1).placement_group_bundle_index == 1
+        options = placements["learner"].actor_options(1)
+        assert (options["num_cpus"], options["num_gpus"]) == (0.25, 1.0)
+        assert placements["rollout"].actor_options(1)["scheduling_strategy"].placement_group_bundle_index == 1
     finally:
         remove_placements(placements)
 

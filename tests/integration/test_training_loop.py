@@ -15,9 +15,10 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from cluster.pipeline import RolloutPipeline
-from cluster.sync import ready_all
-from cluster.train import train
+from cluster.rollout_dispatch import RolloutDispatcher
+from cluster.train import open_run, run_steps, train
+from cluster.training_run import TrainingRun
+from cluster.weight_broadcaster import ready_all
 from common.config import Config, load_config
 from learner.group import LearnerGroup, LearnerRankDied
 from tests.small_run import RECIPE, SMALL_RUN
@@ -33,6 +34,18 @@ def local_ray():
     ray.init(num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False, namespace="agrpo")
     yield
     ray.shutdown()
+
+
+def run_to_end(config: Config) -> tuple[TrainingRun, dict[str, list[str]]]:
+    """A whole run, reading each role's weight checksum from the actors before they are torn down (on every
+    learner rank: under ZeRO-3 gathering the weights is a collective)."""
+    with open_run(config) as run:
+        run_steps(run)
+        checksums = {
+            "learner": run.learners.call("checksum"),
+            "rollout": ray.get([w.checksum.remote() for w in run.workers]),
+        }
+    return run, checksums
 
 
 def model_weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
@@ -57,19 +70,19 @@ def test_two_workers_two_ranks_end_on_learner_weights(local_ray, tmp_path: Path,
         "learner.steps=3",
         f"rollout.max_staleness={staleness}",
     )
-    result = train(config)
-    checksums = result["checksums"]
-    assert checksums["rollout"] == [checksums["learner"]] * 2
-    gate, counters = result["gate"], result["pipeline"]
-    assert gate["accepted"] + gate["dropped"] == 3 * 4
-    assert sum(gate["histogram"].values()) == 3 * 4
-    assert max(int(k) for k in gate["histogram"]) <= staleness
-    assert counters["groups_dispatched"] == counters["groups_rewarded"] == 3 * 4
+    run, checksums = run_to_end(config)
+    assert checksums["rollout"] == [checksums["learner"][0]] * 2
+    assert checksums["learner"] == [checksums["learner"][0]] * 2
+    gate = run.staleness
+    assert gate.accepted + gate.dropped == 3 * 4
+    assert sum(gate.histogram.values()) == 3 * 4
+    assert max(gate.histogram) <= staleness
+    assert run.rollouts.counters.groups_dispatched == run.rewards.counters.groups_rewarded == 3 * 4
     if staleness == 1:
-        assert gate["histogram"].get("1", 0) > 0, "with staleness 1 later batches overlap the update"
+        assert gate.histogram.get(1, 0) > 0, "with staleness 1 later batches overlap the update"
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == [1, 2, 3]
-    assert [s["version"] for s in result["weight_syncs"]] == [0, 1, 2, 3]
+    assert [s.version for s in run.broadcaster.history] == [0, 1, 2, 3]
     assert (tmp_path / "config.yaml").is_file()
     assert (tmp_path / "checkpoints" / "step-00000003" / "manifest.json").is_file()
 
@@ -121,10 +134,10 @@ def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
     """rollout-1 dies just before batch 3 reaches it: the chunk fails on the restarted, weightless
     worker, which the driver must re-sync before dispatching the chunk again."""
     config = small_config(tmp_path, "rollout.num_workers=2", "learner.steps=8", "rollout.max_staleness=1")
-    dispatch = RolloutPipeline.dispatch
+    dispatch = RolloutDispatcher.dispatch
     killed = []
 
-    def kill_then_dispatch(self: RolloutPipeline, batch: int, requests: list[dict]) -> None:
+    def kill_then_dispatch(self: RolloutDispatcher, batch: int, requests: list[dict]) -> None:
         if batch == 3:
             worker = self.workers[1]
             before = ready_all([worker])[0]["pid"]
@@ -135,18 +148,17 @@ def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
             killed.append(batch)
         dispatch(self, batch, requests)
 
-    monkeypatch.setattr(RolloutPipeline, "dispatch", kill_then_dispatch)
-    result = train(config)
+    monkeypatch.setattr(RolloutDispatcher, "dispatch", kill_then_dispatch)
+    run, checksums = run_to_end(config)
     assert killed == [3]
-    counters = result["pipeline"]
-    assert counters["worker_restarts"] >= 1
-    assert counters["chunks_redispatched"] >= 1
-    assert counters["groups_dispatched"] == counters["groups_sampled"] == counters["groups_rewarded"] == 8 * 4
-    assert result["gate"]["accepted"] + result["gate"]["dropped"] == 8 * 4
+    counters = run.rollouts.counters
+    assert counters.worker_restarts >= 1
+    assert counters.chunks_redispatched >= 1
+    assert counters.groups_dispatched == counters.groups_sampled == run.rewards.counters.groups_rewarded == 8 * 4
+    assert run.staleness.accepted + run.staleness.dropped == 8 * 4
     trained = [p for line in metrics_lines(tmp_path) for p in line["prompts"]]
-    assert len(trained) == len(set(trained)) == 8 * 4 - result["gate"]["dropped"]
-    checksums = result["checksums"]
-    assert checksums["rollout"] == [checksums["learner"]] * 2
+    assert len(trained) == len(set(trained)) == 8 * 4 - run.staleness.dropped
+    assert checksums["rollout"] == [checksums["learner"][0]] * 2
 
 
 def test_embedded_default_builds_its_base_then_trains_and_writes_every_artifact(
@@ -172,12 +184,12 @@ def test_embedded_default_builds_its_base_then_trains_and_writes_every_artifact(
         assert (run / name).is_file(), name
     for plot in ("reward_accuracy.png", "loss.png", "staleness.png", "weight_sync.png"):
         assert (run / "plots" / plot).is_file(), plot
-    assert [step for step, _ in result["evaluations"]] == [0, 2, 4]
+    assert [step for step, _ in result.evaluations] == [0, 2, 4]
     assert [line["step"] for line in all_lines(run) if "accuracy" in line] == [0, 2, 4]
-    assert 0.0 <= result["base_accuracy"] <= 1.0 and 0.0 <= result["final_accuracy"] <= 1.0
+    assert 0.0 <= result.base_accuracy <= 1.0 and 0.0 <= result.final_accuracy <= 1.0
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["evaluations"] == result["evaluations"] and summary["steps"] == 4
-    assert summary["final_accuracy"] == result["final_accuracy"] and summary["wall_seconds"] > 0
+    assert summary["evaluations"] == result.evaluations and summary["steps"] == 4
+    assert summary["final_accuracy"] == result.final_accuracy and summary["wall_seconds"] > 0
 
     train(small_config(tmp_path / "run2", *overrides))
     assert "building it with agrpo sft" not in capsys.readouterr().err
@@ -187,16 +199,26 @@ def test_dead_learner_rank_stops_the_run_naming_the_rank_and_the_resume(
     local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = small_config(tmp_path, "learner.steps=6", "checkpoint.every_steps=2")
-    submit = LearnerGroup.train_step
+    submit = LearnerGroup.update
 
-    def kill_before_step_3(self: LearnerGroup, groups: list, step: int) -> list:
+    def kill_before_step_3(self: LearnerGroup, groups: list, step: int) -> object:
         if step == 3:
             ray.kill(self.ranks[0], no_restart=True)
         return submit(self, groups, step)
 
-    monkeypatch.setattr(LearnerGroup, "train_step", kill_before_step_3)
+    monkeypatch.setattr(LearnerGroup, "update", kill_before_step_3)
     with pytest.raises(LearnerRankDied) as info:
         train(config)
     message = str(info.value)
     assert "learner rank 0 died" in message
     assert "resume with `--resume`" in message and "step-00000002" in message
+
+
+def test_zero3_with_two_ranks_runs_to_the_end(local_ray, tmp_path: Path) -> None:
+    """Gathering ZeRO-3 weights is a collective: the sync, the checkpoint and the checksums involve every rank."""
+    config = small_config(tmp_path, "learner.world_size=2", "learner.zero_stage=3", "learner.steps=2")
+    run, checksums = run_to_end(config)
+    assert checksums["learner"] == [checksums["learner"][0]] * 2
+    assert checksums["rollout"] == [checksums["learner"][0]]
+    assert [s.version for s in run.broadcaster.history] == [0, 1, 2]
+    assert (tmp_path / "checkpoints" / "step-00000002" / "manifest.json").is_file()

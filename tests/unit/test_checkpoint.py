@@ -106,3 +106,43 @@ def test_corrupt_or_incomplete_checkpoints_are_refused(tmp_path: Path) -> None:
     (path / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match="no manifest.json"):
         read_checkpoint(path, ["w"])
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path: Path) -> None:
+    """A reused run directory holds an older run's higher step numbers; the new checkpoint must survive."""
+    for step in (40, 50):
+        write_checkpoint(tmp_path, step, {"c": {"step": step}}, keep_last=2)
+    written = write_checkpoint(tmp_path, 10, {"c": {"step": 10}}, keep_last=2)
+    assert written.is_dir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000010", "step-00000050"]
+    write_checkpoint(tmp_path, 20, {"c": {"step": 20}}, keep_last=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000020"]
+
+
+def test_directories_left_by_a_killed_writer_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-step-00000002-killed").mkdir()
+    (tmp_path / ".tmp-step-00000002-killed" / "model.safetensors").write_bytes(b"half")
+    write_checkpoint(tmp_path, 3, {"c": {"step": 3}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000003"]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ('{"step": 3, "files": {}}', "lists no files"),
+        ("[1, 2]", "lists no files"),
+        ('{"step": 3}', "lists no files"),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_vacuous_or_malformed_manifests_are_refused(tmp_path: Path, manifest: str, message: str) -> None:
+    path = write_checkpoint(tmp_path, 3, {"w": {"x": torch.zeros(2)}})
+    (path / "manifest.json").write_text(manifest)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(path, ["w"])
+
+
+def test_a_part_missing_from_the_manifest_is_refused(tmp_path: Path) -> None:
+    path = write_checkpoint(tmp_path, 3, {"w": {"x": torch.zeros(2)}})
+    with pytest.raises(CheckpointError, match="does not list driver.json"):
+        read_checkpoint(path, ["driver"])

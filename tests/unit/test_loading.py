@@ -141,7 +141,9 @@ def saved_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def copy_of(source: Path, target: Path) -> Path:
+    """A copy edited by hand (the tests below break it on purpose), so without the manifest of checksums."""
     shutil.copytree(source, target)
+    (target / "manifest.json").unlink()
     return target
 
 
@@ -174,6 +176,16 @@ def test_saved_policy_reloads_with_identical_logits(saved_dir: Path) -> None:
     assert (loaded.mask_id, loaded.eos_id, loaded.pad_id, loaded.banned_ids) == (2, 1, 0, (2, 0))
     tokenizer = AutoTokenizer.from_pretrained(saved_dir, local_files_only=True)
     assert tokenizer("<answer>3*5</answer>")["input_ids"] == [3, 28, 19, 30, 4]
+
+
+def test_a_damaged_copy_of_a_saved_policy_is_refused(saved_dir: Path, tmp_path: Path) -> None:
+    """A flipped byte in the weights' payload would load silently; the manifest save_policy writes catches it."""
+    path = Path(shutil.copytree(saved_dir, tmp_path / "copy"))
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-5] ^= 0x01
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model.safetensors is corrupt .*delete manifest.json"):
+        load_policy(ModelConfig(path=str(path)))
 
 
 def test_public_llada_directory_loads_into_the_native_class(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 import ray
 
-from cluster.ray_setup import connect
+from cluster.ray_setup import ray_cluster
 from common.config import ClusterConfig
 from common.errors import UserError
 
@@ -15,9 +15,15 @@ from common.errors import UserError
 def test_unreachable_cluster_address_fails_with_a_clear_message() -> None:
     assert not ray.is_initialized()
     start = time.monotonic()
-    with pytest.raises(UserError, match="cannot reach the Ray cluster at '127.0.0.1:1'"):
-        connect(ClusterConfig(address="127.0.0.1:1"))
-    with pytest.raises(UserError, match="expected host:port, ray://host:port or auto"):
-        connect(ClusterConfig(address="nonsense"))
+    with (
+        pytest.raises(UserError, match="cannot reach the Ray cluster at '127.0.0.1:1'"),
+        ray_cluster(ClusterConfig(address="127.0.0.1:1")),
+    ):
+        pass
+    with (
+        pytest.raises(UserError, match="expected host:port, ray://host:port or auto"),
+        ray_cluster(ClusterConfig(address="nonsense")),
+    ):
+        pass
     assert time.monotonic() - start < 20
     assert not ray.is_initialized()

@@ -1,0 +1,93 @@
+"""What one training step reports: its metrics.jsonl line, and the wall time of each of its stages.
+
+The driver wraps every stage of a step in `timer("<stage>")`; the stage name is both the `seconds_<stage>` key
+of the line and the `stage` tag of the `agrpo_driver_stage_seconds` histogram, so the log, the dashboard and the
+code use one name for one thing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from cluster.staleness import StalenessManager
+from common.metrics import RoleMetrics
+from common.record import RolloutGroup
+from common.weight_sync import SyncStats
+from rewards.tasks import task_module
+
+
+class StageTimer:
+    """Seconds per named stage of one step."""
+
+    def __init__(self, metrics: RoleMetrics) -> None:
+        self.metrics = metrics
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+            self.metrics.observe("agrpo_driver_stage_seconds", elapsed, {"stage": stage})
+
+
+def success_rate(task: str, groups: list[RolloutGroup]) -> float:
+    """Accuracy of the training samples themselves under the task's grader (the collapse guard's signal)."""
+    grade = task_module(task).grade
+    parts = [grade(text, g.reference) for g in groups for text in g.texts]
+    den = sum(d for _, d in parts)
+    return sum(n for n, _ in parts) / den if den else float("nan")
+
+
+def learner_fields(ranks: list[dict[str, float]]) -> dict[str, float]:
+    """The learner's statistics of the step, reduced over ranks."""
+    return {
+        "loss": float(np.mean([r["loss"] for r in ranks])),
+        "grad_norm": ranks[0]["grad_norm"],
+        "lr": ranks[0]["lr"],
+        "clip_fraction": float(np.mean([r["clip_fraction"] for r in ranks])),
+        "kl": float(np.mean([r["kl"] for r in ranks])),
+        "max_logprob_diff": float(max(r["max_logprob_diff"] for r in ranks)),
+        "timesteps_per_s": float(sum(r["timesteps_per_s"] for r in ranks)),
+    }
+
+
+def step_line(
+    step: int,
+    task: str,
+    groups: list[RolloutGroup],
+    ranks: list[dict[str, float]],
+    skipped: str | None,
+    synced: SyncStats,
+    staleness: StalenessManager,
+    learner_version: int,
+    timer: StageTimer,
+) -> dict[str, Any]:
+    """The metrics.jsonl line of the update that trained on batch `step` (the line says step + 1, done)."""
+    rewards = np.concatenate([g.rewards for g in groups]) if groups else np.zeros(0)
+    line: dict[str, Any] = {
+        "step": step + 1,
+        "prompts": [g.prompt_index for g in groups],
+        "reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
+        "reward_std": float(rewards.std()) if rewards.size else float("nan"),
+        "success_rate": success_rate(task, groups),
+        **(learner_fields(ranks) if ranks else {"skipped": skipped}),
+        "staleness_mean": float(np.mean([learner_version - g.weight_version for g in groups])) if groups else 0.0,
+        "groups": len(groups),
+        "sync_seconds": synced.seconds,
+        "sync_bytes_per_s": synced.bytes_per_s,
+        "dropped_total": staleness.dropped,
+        "accepted_total": staleness.accepted,
+    }
+    line.update({f"seconds_{stage}": seconds for stage, seconds in timer.seconds.items()})
+    line["step_seconds"] = time.perf_counter() - timer.start
+    return line
