@@ -29,7 +29,7 @@ from cluster.prompts import PromptStream
 from cluster.ray_setup import connect
 from cluster.run_state import DriverState, find_checkpoint, restore_run, save_run
 from cluster.staleness import StalenessGate
-from cluster.sync import WeightSync
+from cluster.weight_broadcaster import WeightBroadcaster
 from common.checkpoint import latest_checkpoint
 from common.config import DEFAULT_RECIPE, Config, dump_config, load_config
 from common.errors import UserError
@@ -166,7 +166,7 @@ def _loop(
     learners: LearnerGroup,
     workers: list[Any],
 ) -> dict[str, Any]:
-    sync = WeightSync(learners, workers)
+    sync = WeightBroadcaster(learners, workers)
     sync.check_layout()
 
     resume_from = find_checkpoint(config, checkpoints)
@@ -219,8 +219,8 @@ def _loop(
         done = step + 1
         record = step_record(step, task, admitted, ranks)
         record.update(
-            sync_seconds=synced["seconds"],
-            sync_bytes_per_s=synced["bytes_per_s"],
+            sync_seconds=synced.seconds,
+            sync_bytes_per_s=synced.bytes_per_s,
             step_seconds=time.perf_counter() - t0,
             dropped_total=gate.dropped,
             accepted_total=gate.accepted,

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from cluster.pipeline import RolloutPipeline
-from cluster.sync import ready_all
 from cluster.train import train
+from cluster.weight_broadcaster import worker_identities
 from common.config import Config, load_config
 from learner.group import LearnerGroup, LearnerRankDied
 from tests.small_run import RECIPE, SMALL_RUN
@@ -69,7 +69,7 @@ def test_two_workers_two_ranks_end_on_learner_weights(local_ray, tmp_path: Path,
         assert gate["histogram"].get("1", 0) > 0, "with staleness 1 later batches overlap the update"
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == [1, 2, 3]
-    assert [s["version"] for s in result["weight_syncs"]] == [0, 1, 2, 3]
+    assert [s.version for s in result["weight_syncs"]] == [0, 1, 2, 3]
     assert (tmp_path / "config.yaml").is_file()
     assert (tmp_path / "checkpoints" / "step-00000003" / "manifest.json").is_file()
 
@@ -127,10 +127,10 @@ def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
     def kill_then_dispatch(self: RolloutPipeline, batch: int, requests: list[dict]) -> None:
         if batch == 3:
             worker = self.workers[1]
-            before = ready_all([worker])[0]["pid"]
+            before = worker_identities([worker])[0]["pid"]
             ray.kill(worker, no_restart=False)
             # ray.kill is asynchronous: wait for the new process, or the chunk could still finish on the old one.
-            while ready_all([worker])[0]["pid"] == before:
+            while worker_identities([worker])[0]["pid"] == before:
                 time.sleep(0.05)
             killed.append(batch)
         dispatch(self, batch, requests)
