@@ -27,8 +27,6 @@ at `steps` (or constant). Training is bf16 only on CUDA with a bf16 dtype, float
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -39,11 +37,11 @@ from torch import nn
 
 from common.config import LearnerConfig
 from common.errors import CheckpointError, ConfigError
+from common.weight_sync import pack_parameters
 from learner import optim_state
 from learner.full_weights import FullWeights, load_module_state, module_state
 from learner.lora import apply_lora
 from learner.optimizer import make_optimizer, make_scheduler
-from learner.weight_sync import pack_parameters
 
 STATE_BUCKET_BYTES = 256 * 1024**2
 _NEVER_PRINT = 10**12
@@ -144,7 +142,7 @@ class LearnerEngine:
         )
         self.zero3 = learner_cfg.zero_stage == 3
         self._base = optim_state.base_optimizer(self.engine.optimizer)
-        self._weights = FullWeights(self.engine.module, self.zero3)
+        self.full_weights = FullWeights(self.engine.module, self.zero3)
         self._boundary_done = False
         self._forward_seen = False
 
@@ -187,34 +185,11 @@ class LearnerEngine:
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0)) if grads else 0.0
 
-    # Weights seen by the rollout side.
-
-    def named_weights_for_sync(self) -> list[tuple[str, torch.Tensor]]:
-        """Handles of the plain model's weights (full, merged), valid inside `gather` (see full_weights)."""
-        return self._weights.named()
-
-    def gather(self, tensors: list[torch.Tensor]) -> AbstractContextManager[None]:
-        """Materialise these handles (see full_weights); a collective under ZeRO-3."""
-        return self._weights.gather(tensors)
-
-    @property
-    def sync_gather(self) -> Callable[[list[torch.Tensor]], AbstractContextManager[None]] | None:
-        """The `gather=` argument of `weight_sync.send_weights`: None when the handles are the parameters.
-
-        Without a gather, buckets that are contiguous spans are broadcast in place instead of copied.
-        """
-        return self.gather if self._weights.lazy else None
-
-    def join_weight_sync(self, bucket_bytes: int) -> None:
-        """On learner ranks other than the sender: take part in the sender's per-bucket ZeRO-3 gathers."""
-        named = self._weights.named()
-        for indices in self._weights.buckets(bucket_bytes):
-            with self.gather([named[i][1] for i in indices]):
-                pass
+    # The plain model's full weights (`self.full_weights`): sent to rollout workers, saved as HF checkpoints.
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The plain model's weights (merged under LoRA) on CPU, for `save_pretrained`; collective under ZeRO-3."""
-        return self._weights.state_dict(STATE_BUCKET_BYTES)
+        return self.full_weights.state_dict(STATE_BUCKET_BYTES)
 
     # Exact resume.
 

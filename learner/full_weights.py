@@ -1,4 +1,4 @@
-"""The policy's full weights as a plain model holds them, whatever ZeRO-3 shards or LoRA adapts.
+"""The learner's half of the weight sync: the full weights a plain model holds, whatever ZeRO-3 or LoRA do.
 
 Rollout workers and HF checkpoints need one tensor per parameter of the *plain* model: full (not a ZeRO-3
 shard), merged (`W + (alpha / r) * B @ A` when LoRA is on), named and ordered like the plain model's
@@ -9,8 +9,9 @@ weights merged, and each handle's `.data` points at the full value; on exit the 
 and ZeRO-3 re-partitions. Outside `gather` a handle reads as NaN, so a forgotten `gather` cannot pass as
 real weights. Entries that need neither (no ZeRO-3, no adapter) are the parameters themselves.
 
-Under ZeRO-3 `gather` is a collective: every learner rank must enter it for the same handles in the same
-order (`LearnerEngine.join_weight_sync` does that on the ranks that do not send).
+`FullWeights.send` hands the handles to `common.weight_sync.send_weights` on rank 0. Under ZeRO-3 `gather` is
+a collective, so every learner rank calls `send`: the other ranks enter the same per-bucket gathers in the
+same order and send nothing. `state_dict` (for `save_pretrained`) reads the same handles.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 
 import deepspeed
 import torch
+import torch.distributed as dist
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from common.errors import CheckpointError
+from common.weight_sync import SyncStats, bucket_plan, plan_buckets, send_weights
 from learner.lora import ADAPTER, is_adapter_param, lora_layers_by_weight, plain_name
-from learner.weight_sync import plan_buckets
 
 
 @dataclass
@@ -90,7 +92,7 @@ class FullWeights:
         for t in handles:
             entry = self._by_handle.get(id(t))
             if entry is None:
-                raise ValueError("gather: tensor is not a handle returned by named_weights_for_sync()")
+                raise ValueError("gather: tensor is not a handle returned by FullWeights.named()")
             entries.append(entry)
         lazy = [e for e in entries if e.empty is not None]
         params = [p for e in lazy for p in e.sources()]
@@ -103,15 +105,26 @@ class FullWeights:
                 for e in lazy:
                     e.handle.data = e.empty
 
-    def buckets(self, bucket_bytes: int) -> list[list[int]]:
-        """The bucket plan `send_weights` uses for these handles (same on every rank)."""
-        sizes = [(e.handle.numel() * e.handle.element_size(), e.handle.dtype) for e in self._entries]
-        return plan_buckets(sizes, bucket_bytes)
+    def send(self, group: dist.ProcessGroup | None, version: int, bucket_bytes: int) -> SyncStats:
+        """Broadcast the full weights as `version` over `group` (rank 0); the other ranks pass None.
+
+        Every learner rank calls this with the same bucket size: under ZeRO-3 the others enter rank 0's
+        per-bucket gathers and send nothing. Without lazy handles (no ZeRO-3, no LoRA) `send_weights` gets no
+        gather and broadcasts buckets that are contiguous spans of the parameters without a copy.
+        """
+        if group is not None:
+            return send_weights(group, self.named(), version, bucket_bytes, gather=self.gather if self.lazy else None)
+        if self.zero3:
+            handles = [e.handle for e in self._entries]
+            for indices in bucket_plan(handles, bucket_bytes):
+                with self.gather([handles[i] for i in indices]):
+                    pass
+        return SyncStats(version, 0, 0.0, 0)
 
     def state_dict(self, bucket_bytes: int) -> dict[str, torch.Tensor]:
         """CPU copies of every full, merged weight (a collective under ZeRO-3)."""
         out: dict[str, torch.Tensor] = {}
-        for indices in self.buckets(bucket_bytes):
+        for indices in bucket_plan([e.handle for e in self._entries], bucket_bytes):
             handles = [self._entries[i].handle for i in indices]
             with self.gather(handles):
                 for i in indices:

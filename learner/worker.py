@@ -26,17 +26,10 @@ from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits, resolve_dtype
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
 from common.seeding import derived_seed
+from common.weight_sync import SyncStats, backend_for, create_group, layout_hash, listening_socket, model_checksum
 from learner.engine import LearnerEngine, init_learner_distributed
 from learner.logprobs import LogitsFn
 from learner.update import policy_update
-from learner.weight_sync import (
-    backend_for,
-    create_group,
-    layout_hash,
-    listening_socket,
-    model_checksum,
-    send_weights,
-)
 
 
 class _EngineCall:
@@ -193,7 +186,7 @@ class LearnerWorker:
     # Weight broadcast (rank 0 sends; under ZeRO-3 every rank joins the per-bucket gathers).
 
     def weight_layout(self) -> int:
-        return layout_hash([(n, t.shape, t.dtype) for n, t in self.engine.named_weights_for_sync()])
+        return layout_hash(self.engine.full_weights.named())
 
     def join_weight_group(self, port: int, world_size: int, generation: int) -> None:
         host = ray.util.get_node_ip_address()
@@ -201,13 +194,9 @@ class LearnerWorker:
             backend_for(self.device), host, port, 0, world_size, generation, listen_fd=self._listen_fd(port)
         )
 
-    def broadcast_weights(self) -> dict[str, float]:
-        if self.rank != 0:
-            self.engine.join_weight_sync(self.bucket_bytes)
-            return {"version": self.version, "bytes": 0, "seconds": 0.0}
-        named = self.engine.named_weights_for_sync()
-        stats = send_weights(self.group, named, self.version, self.bucket_bytes, gather=self.engine.sync_gather)
-        return {"version": stats.version, "bytes": stats.bytes, "seconds": stats.seconds}
+    def broadcast_weights(self) -> SyncStats:
+        group = self.group if self.rank == 0 else None
+        return self.engine.full_weights.send(group, self.version, self.bucket_bytes)
 
     def checksum(self) -> str:
         return model_checksum(list(self.engine.full_state_dict().values()))

@@ -21,7 +21,8 @@ from common.metrics import RoleMetrics
 from common.model.loading import load_policy, mask_predictor_logits
 from common.record import RolloutGroup
 from common.text import decode_completion, encode_text
-from learner.weight_sync import (
+from common.weight_sync import (
+    SyncStats,
     backend_for,
     create_group,
     layout_hash,
@@ -62,13 +63,12 @@ class RolloutWorker:
 
     def ready(self) -> dict[str, Any]:
         """Identity and the weight layout hash the driver compares with the learner's before any sync."""
-        params = self._params()
         return {
             "index": self.index,
             "pid": os.getpid(),
             "node_ip": ray.util.get_node_ip_address(),
             "version": self.version,
-            "layout": layout_hash([(n, t.shape, t.dtype) for n, t in params]),
+            "layout": layout_hash(self._params()),
         }
 
     def _params(self) -> list[tuple[str, torch.Tensor]]:
@@ -77,13 +77,14 @@ class RolloutWorker:
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, generation: int) -> None:
         self.group = create_group(backend_for(self.device), host, port, rank, world_size, generation)
 
-    def receive_weights(self) -> dict[str, float]:
+    def receive_weights(self) -> SyncStats:
+        """Until this returns the worker holds no valid weights: a failed receive may have landed part of them."""
         bucket = int(self.config.cluster.weight_sync_bucket_mb * 1024**2)
-        self.version = -1
-        stats = receive_weights(self.group, self._params(), -1, bucket)
+        held, self.version = self.version, -1
+        stats = receive_weights(self.group, self._params(), held, bucket)
         self.version = stats.version
         self.metrics.set("agrpo_weight_version", stats.version, self.tags)
-        return {"version": stats.version, "bytes": stats.bytes, "seconds": stats.seconds}
+        return stats
 
     def busy(self) -> float:
         """Seconds spent sampling since start (the pipeline benchmark's busy fraction)."""

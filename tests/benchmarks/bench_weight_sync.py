@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.config import TinyModelConfig
 from common.model import build_tiny_model
-from learner.weight_sync import create_group, pack_parameters, receive_weights, send_weights
+from common.weight_sync import create_group, pack_parameters, receive_weights, send_weights
 
 
 def _free_port() -> int:

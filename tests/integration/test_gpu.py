@@ -55,7 +55,7 @@ def test_bf16_sampling_records_are_on_policy() -> None:
 
 
 def _nccl_rank(rank: int, port: int, out: mp.Queue) -> None:
-    from learner.weight_sync import create_group, model_checksum, receive_weights, send_weights
+    from common.weight_sync import create_group, model_checksum, receive_weights, send_weights
 
     torch.cuda.set_device(rank)
     model = build_tiny_model(SHAPE, VOCAB, MASK, EOS, PAD, seed=rank).to("cuda", torch.bfloat16)

@@ -102,8 +102,8 @@ def _train(engine: Any, steps: range, rank: int) -> list[dict[str, float]]:
 
 
 def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
+    from common.weight_sync import contiguous_span, create_group
     from learner.engine import LearnerEngine
-    from learner.weight_sync import contiguous_span, create_group, send_weights
 
     cfg = learner_cfg(stage)
     engine = LearnerEngine(tiny(), cfg, rank, WORLD, "cpu", torch.float32)
@@ -114,18 +114,15 @@ def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
     stats += _train(engine, range(2, STEPS), rank)
     final = engine.full_state_dict()
 
-    named = engine.named_weights_for_sync()
-    with engine.gather([t for _, t in named]):
+    weights = engine.full_weights
+    named = weights.named()
+    with weights.gather([t for _, t in named]):
         synced = {n: t.detach().clone() for n, t in named}
     outside_is_nan = all(bool(torch.isnan(t).all()) for _, t in named) if stage == 3 else None
     # Without ZeRO-3 the handles are the parameters, laid back to back: buckets go out without a copy.
-    sent_in_place = engine.sync_gather is None and contiguous_span([t for _, t in named]) is not None
-    if rank == 0:
-        group = create_group("gloo", "127.0.0.1", _free_port(), 0, 1, generation=0, timeout_s=60)
-        buckets = send_weights(group, named, version=1, bucket_bytes=16 * 1024, gather=engine.sync_gather).buckets
-    else:
-        engine.join_weight_sync(16 * 1024)
-        buckets = None
+    sent_in_place = not weights.lazy and contiguous_span([t for _, t in named]) is not None
+    group = create_group("gloo", "127.0.0.1", _free_port(), 0, 1, generation=0, timeout_s=60) if rank == 0 else None
+    buckets = weights.send(group, version=1, bucket_bytes=16 * 1024).buckets
 
     ids = micro_batches(0, rank)[0][0]
     first, second = (engine.forward(input_ids=ids).logits.sum() for _ in range(2))
@@ -165,8 +162,8 @@ def _lora_checks(stage: int, rank: int) -> dict[str, Any]:
     _train(engine, range(1), rank)
     saved = (engine.model_state(), engine.optimizer_state())
     _train(engine, range(1, 3), rank)
-    named = engine.named_weights_for_sync()
-    with engine.gather([t for _, t in named]):
+    named = engine.full_weights.named()
+    with engine.full_weights.gather([t for _, t in named]):
         synced = {n: t.detach().clone() for n, t in named}
     full = engine.full_state_dict()
 

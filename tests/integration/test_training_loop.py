@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from cluster.rollout_dispatch import RolloutDispatcher
 from cluster.train import open_run, run_steps, train
 from cluster.training_run import TrainingRun
-from cluster.weight_broadcaster import ready_all
+from cluster.weight_broadcaster import worker_identities
 from common.config import Config, load_config
 from learner.group import LearnerGroup, LearnerRankDied
 from tests.small_run import RECIPE, SMALL_RUN
@@ -140,10 +140,10 @@ def test_killed_rollout_worker_is_restarted_and_nothing_is_lost(
     def kill_then_dispatch(self: RolloutDispatcher, batch: int, requests: list[dict]) -> None:
         if batch == 3:
             worker = self.workers[1]
-            before = ready_all([worker])[0]["pid"]
+            before = worker_identities([worker])[0]["pid"]
             ray.kill(worker, no_restart=False)
             # ray.kill is asynchronous: wait for the new process, or the chunk could still finish on the old one.
-            while ready_all([worker])[0]["pid"] == before:
+            while worker_identities([worker])[0]["pid"] == before:
                 time.sleep(0.05)
             killed.append(batch)
         dispatch(self, batch, requests)

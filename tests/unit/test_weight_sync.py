@@ -9,7 +9,8 @@ import psutil
 import pytest
 import torch
 
-from learner.weight_sync import (
+from common.weight_sync import (
+    SyncStats,
     WeightSyncError,
     create_group,
     layout_hash,
@@ -100,6 +101,12 @@ def test_receiver_refuses_an_older_version() -> None:
     assert "older than the version held (5)" in receiver[2]
 
 
+def test_sync_stats_rate_is_derived_from_bytes_and_seconds() -> None:
+    """The one stats type: the driver reads `bytes_per_s` from it, nobody recomputes it."""
+    assert SyncStats(version=3, bytes=1000, seconds=0.5, buckets=2).bytes_per_s == 2000.0
+    assert SyncStats(version=3, bytes=0, seconds=0.0, buckets=0).bytes_per_s == 0.0
+
+
 def test_bucket_plan_respects_size_and_dtype() -> None:
     sizes = [
         (100, torch.float32),
@@ -131,11 +138,11 @@ def test_checksum_detects_changed_moved_and_truncated_bytes() -> None:
 
 
 def test_layout_hash_sees_shape_dtype_and_name() -> None:
-    layout = [("a", torch.Size([2, 3]), torch.float32)]
-    assert layout_hash(layout) == layout_hash(list(layout))
-    assert layout_hash(layout) != layout_hash([("a", torch.Size([3, 2]), torch.float32)])
-    assert layout_hash(layout) != layout_hash([("a", torch.Size([2, 3]), torch.bfloat16)])
-    assert layout_hash(layout) != layout_hash([("b", torch.Size([2, 3]), torch.float32)])
+    layout = [("a", torch.empty(2, 3, dtype=torch.float32))]
+    assert layout_hash(layout) == layout_hash([("a", torch.zeros(2, 3, dtype=torch.float32))])
+    assert layout_hash(layout) != layout_hash([("a", torch.empty(3, 2, dtype=torch.float32))])
+    assert layout_hash(layout) != layout_hash([("a", torch.empty(2, 3, dtype=torch.bfloat16))])
+    assert layout_hash(layout) != layout_hash([("b", torch.empty(2, 3, dtype=torch.float32))])
 
 
 def test_unknown_backend() -> None:

@@ -1,4 +1,7 @@
-"""Weight broadcast from learner rank 0 to the rollout workers over a process group of its own.
+"""The weight-sync wire protocol: learner rank 0 broadcasts its weights to the rollout workers.
+
+Both sides import it (learner/ sends, rollout/ receives); the driver's half is cluster/weight_broadcaster.py
+and the learner's ZeRO-3/LoRA half is learner/full_weights.py. docs/weight_sync.md has the whole lifecycle.
 
 The group is built from a TCPStore + PrefixStore, never through `init_process_group`, so DeepSpeed's world
 (the learner ranks) is left untouched: on GPUs it is an NCCL group, on CPU its gloo twin. Every sync sends a
@@ -28,7 +31,10 @@ CHECKSUM_ROW = 512
 
 @dataclass(frozen=True)
 class SyncStats:
-    """What one sync moved and how fast, reported per version."""
+    """What one sync moved and how fast: the one result of a sync, from the wire to metrics.jsonl.
+
+    A learner rank that only joins the sender's gathers reports its version with 0 bytes, 0 buckets.
+    """
 
     version: int
     bytes: int
@@ -37,7 +43,7 @@ class SyncStats:
 
     @property
     def bytes_per_s(self) -> float:
-        return self.bytes / self.seconds if self.seconds > 0 else float("inf")
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
 
 
 class WeightSyncError(RuntimeError):
@@ -94,9 +100,12 @@ def create_group(
     raise ValueError(f"weight-sync backend {backend!r}: expected 'gloo' or 'nccl'")
 
 
-def layout_hash(named: Sequence[tuple[str, torch.Size, torch.dtype]]) -> int:
-    """63-bit hash of names, shapes and dtypes: sender and receiver must agree before any bytes move."""
-    text = "|".join(f"{n}:{tuple(s)}:{d}" for n, s, d in named)
+def layout_hash(named: Sequence[tuple[str, torch.Tensor]]) -> int:
+    """63-bit hash of names, shapes and dtypes: sender and receiver must agree before any bytes move.
+
+    Each side reports it to the driver, which compares them before the first sync; the header carries it too.
+    """
+    text = "|".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in named)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
@@ -115,6 +124,11 @@ def plan_buckets(sizes: Sequence[tuple[int, torch.dtype]], bucket_bytes: int) ->
     if current:
         buckets.append(current)
     return buckets
+
+
+def bucket_plan(tensors: Sequence[torch.Tensor], bucket_bytes: int) -> list[list[int]]:
+    """`plan_buckets` over these tensors: sender, receivers and the learner's other ranks all plan with it."""
+    return plan_buckets([(t.numel() * t.element_size(), t.dtype) for t in tensors], bucket_bytes)
 
 
 def tensor_checksum(flat: torch.Tensor) -> torch.Tensor:
@@ -195,10 +209,9 @@ def send_weights(
     Bucket i is on the wire while bucket i+1 is gathered, flattened and checksummed (two in flight).
     """
     start = time.perf_counter()
-    layout = [(n, t.shape, t.dtype) for n, t in named]
-    plan = plan_buckets([(t.numel() * t.element_size(), t.dtype) for _, t in named], bucket_bytes)
+    plan = bucket_plan([t for _, t in named], bucket_bytes)
     device = named[0][1].device if named else torch.device("cpu")
-    header = torch.tensor([version, len(plan), layout_hash(layout)], dtype=torch.long, device=device)
+    header = torch.tensor([version, len(plan), layout_hash(named)], dtype=torch.long, device=device)
     _broadcast(group, header).wait()
     total = 0
     # Each entry keeps its tensors alive until the asynchronous broadcasts that read them are done.
@@ -229,14 +242,13 @@ def receive_weights(
     treat its weights as invalid if this raises: a bucket that fails its checksum has already landed.
     """
     start = time.perf_counter()
-    layout = [(n, t.shape, t.dtype) for n, t in params]
-    plan = plan_buckets([(t.numel() * t.element_size(), t.dtype) for _, t in params], bucket_bytes)
+    plan = bucket_plan([t for _, t in params], bucket_bytes)
     device = params[0][1].device if params else torch.device("cpu")
     header = torch.zeros(3, dtype=torch.long, device=device)
     _broadcast(group, header).wait()
     version, n_buckets, sender_hash = (int(x) for x in header.tolist())
     # The driver compares layout hashes before a sync starts; these checks only guard against its bugs.
-    if sender_hash != layout_hash(layout) or n_buckets != len(plan):
+    if sender_hash != layout_hash(params) or n_buckets != len(plan):
         raise WeightSyncError(
             f"version {version}: sender layout differs from this model; learner and rollout workers must "
             "hold the same architecture and use the same bucket size"
