@@ -104,7 +104,7 @@ class TrainingRun:
                 self.rewards.counters = RewardCounters(**state.counters["rewards"])
             for batch, groups in state.ready.items():
                 self.rollouts.restore(batch, groups)
-            self.stream = PromptStream(self.items, config.seed, cursor=state.cursor)
+            self.prompts = PromptStream(self.items, config.seed, cursor=state.cursor)
             self.evaluator = HeldOutEvaluator(config, self.workers[0], state.evals)
             self.guard = CollapseGuard(config.metrics.collapse_window, config.metrics.collapse_ratio)
             if state.collapse:
@@ -124,7 +124,7 @@ class TrainingRun:
     def dispatch(self, step: int) -> None:
         """Send out every batch the staleness rule allows now that the learner is at `step`."""
         for batch in self.staleness.dispatchable(step):
-            self.rollouts.dispatch(batch, self.stream.take(self.config.learner.groups_per_step))
+            self.rollouts.dispatch(batch, self.prompts.take(self.config.learner.groups_per_step))
 
     def stream(self, recover: bool) -> None:
         """One poll of the rollout side: sampled groups go to the reward service as they arrive. With `recover`,
@@ -184,6 +184,7 @@ class TrainingRun:
             except (*WORKER_FAILURES, RayActorError):
                 if attempt == EVALUATION_ATTEMPTS:
                     raise
+                self.rollouts.counters.worker_restarts += 1
                 self.broadcaster.broadcast()
         raise AssertionError("unreachable")
 
@@ -193,7 +194,7 @@ class TrainingRun:
         state = DriverState(
             step=step,
             version=self.learners.version,
-            cursor=self.stream.cursor,
+            cursor=self.prompts.cursor,
             staleness=self.staleness.state_dict(),
             counters={"dispatch": vars(self.rollouts.counters), "rewards": vars(self.rewards.counters)},
             ready={b: self._sampled_ahead(b) for b in ahead},

@@ -40,6 +40,7 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "agrpo_weight_version": ("gauge", "Weight version held by each rollout worker.", ("worker",)),
     "agrpo_reward_mean_by_task": ("gauge", "Mean training reward per task.", ("task",)),
     "agrpo_accuracy": ("gauge", "Held-out accuracy per task.", ("task",)),
+    "agrpo_driver_stage_seconds": ("histogram", "Wall time of each stage of a training step.", ("stage",)),
 }
 
 

@@ -7,6 +7,9 @@ accuracy or time.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import ray
 import torch
 from safetensors.torch import load_file
 
+from cluster.held_out import HeldOutEvaluator
 from cluster.rollout_dispatch import RolloutDispatcher
 from cluster.train import open_run, run_steps, train
 from cluster.training_run import TrainingRun
@@ -87,12 +91,18 @@ def test_two_workers_two_ranks_end_on_learner_weights(local_ray, tmp_path: Path,
     assert (tmp_path / "checkpoints" / "step-00000003" / "manifest.json").is_file()
 
 
+def counters(run: TrainingRun) -> dict:
+    return {**vars(run.rollouts.counters), **vars(run.rewards.counters), **run.staleness.state_dict()}
+
+
 def test_resume_is_exact(local_ray, tmp_path: Path) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
-    train(small_config(whole, "checkpoint.every_steps=100"))
+    uninterrupted, _ = run_to_end(small_config(whole, "checkpoint.every_steps=100"))
     train(small_config(split, "checkpoint.every_steps=100", "checkpoint.stop_at=3"))
     assert not (split / "checkpoints" / "step-00000006").exists()
-    train(small_config(split, "checkpoint.every_steps=100", "checkpoint.resume=auto"))
+    resumed, _ = run_to_end(small_config(split, "checkpoint.every_steps=100", "checkpoint.resume=auto"))
+    assert counters(resumed) == counters(uninterrupted)
+    assert counters(resumed)["groups_dispatched"] == counters(resumed)["accepted"] == 6 * 4
     a, b = model_weights(whole, 6), model_weights(split, 6)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -222,3 +232,30 @@ def test_zero3_with_two_ranks_runs_to_the_end(local_ray, tmp_path: Path) -> None
     assert checksums["rollout"] == [checksums["learner"][0]]
     assert [s.version for s in run.broadcaster.history] == [0, 1, 2]
     assert (tmp_path / "checkpoints" / "step-00000002" / "manifest.json").is_file()
+
+
+def test_a_worker_killed_during_the_final_evaluation_is_restarted_and_the_run_ends(
+    local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation is asked again of the restarted, re-synced worker; the final checkpoint is already written."""
+    config = small_config(
+        tmp_path, "learner.steps=2", "data.num_eval=400", "evaluation.num_items=400", "evaluation.batch_size=1"
+    )
+    original = HeldOutEvaluator.run
+    killed: list[int] = []
+
+    def kill_while_evaluating(self: HeldOutEvaluator, step: int) -> float:
+        if step == 2 and not killed:
+            pid = worker_identities([self.worker])[0]["pid"]
+            killed.append(pid)
+            threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+        return original(self, step)
+
+    monkeypatch.setattr(HeldOutEvaluator, "run", kill_while_evaluating)
+    with open_run(config) as run:
+        run_steps(run)
+        assert worker_identities([run.workers[0]])[0]["pid"] != killed[0]
+        assert run.rollouts.counters.worker_restarts == 1, "the kill landed while the worker was evaluating"
+        assert [step for step, _ in run.evaluator.history] == [0, 2]
+    assert (tmp_path / "checkpoints" / "step-00000002" / "manifest.json").is_file()
+    assert [line["step"] for line in all_lines(tmp_path) if "accuracy" in line] == [0, 2]
