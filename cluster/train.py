@@ -104,24 +104,24 @@ def run_steps(run: TrainingRun) -> None:
         with timer("weight_sync"):
             run.drain()  # no chunk is mid-batch when the weights swap
             synced = run.broadcaster.broadcast()  # learner rank 0 -> every RolloutWorker
-        done = step + 1
-        last = done in (total, cfg.checkpoint.stop_at)
+        steps_done = step + 1
+        last = steps_done in (total, cfg.checkpoint.stop_at)
         line = step_line(
             step, cfg.data.task, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer
         )
         collapsed = run.guard.update(line["success_rate"])
         run.record(line)
-        if done % cfg.checkpoint.every_steps == 0 or last or collapsed:
-            run.checkpoint(done)
-        run.evaluate_if_pending(done)
+        if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:
+            run.checkpoint(steps_done)
+        run.evaluate_if_pending(steps_done)
         if collapsed:
             raise TrainingCollapsed(
-                f"{collapsed} at step {done} (learner.lr = {cfg.learner.lr:g}); lower learner.lr, or inspect "
-                f"{run.log.path}; the checkpoint of step {done} is in {run.checkpoints}"
+                f"{collapsed} at step {steps_done} (learner.lr = {cfg.learner.lr:g}); lower learner.lr, or inspect "
+                f"{run.log.path}; the checkpoint of step {steps_done} is in {run.checkpoints}"
             )
         if last:
             break
-        run.dispatch(done)
+        run.dispatch(steps_done)
 
 
 def train(config: Config) -> RunSummary:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def worker_identities(workers: list[Any], timeout_s: float = 300.0) -> list[dict[str, Any]]:
-    """Each worker's `ready()` identity (pid, layout hash, ...), waiting through restarts.
+    """Each worker's `identity()` (pid, layout hash, ...), waiting through restarts.
 
     A restarting actor answers 'unavailable' for a while; a pid that differs from the last one seen means
     the worker restarted and left the weight group.
@@ -29,7 +29,7 @@ def worker_identities(workers: list[Any], timeout_s: float = 300.0) -> list[dict
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return ray.get([w.ready.remote() for w in workers])
+            return ray.get([w.identity.remote() for w in workers])
         except (ActorUnavailableError, RayActorError):
             if time.monotonic() > deadline:
                 raise

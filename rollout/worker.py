@@ -59,9 +59,9 @@ class RolloutWorker:
         self.group: Any = None
         self.metrics = RoleMetrics()
         self.tags = {"worker": str(index)}
-        self.busy_seconds = 0.0
+        self.sampling_seconds = 0.0
 
-    def ready(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, Any]:
         """Identity and the weight layout hash the driver compares with the learner's before any sync."""
         return {
             "index": self.index,
@@ -86,9 +86,9 @@ class RolloutWorker:
         self.metrics.set("agrpo_weight_version", stats.version, self.tags)
         return stats
 
-    def busy(self) -> float:
+    def seconds_sampling(self) -> float:
         """Seconds spent sampling since start (the pipeline benchmark's busy fraction)."""
-        return self.busy_seconds
+        return self.sampling_seconds
 
     def checksum(self) -> str:
         return model_checksum([t for _, t in self._params()])
@@ -119,7 +119,7 @@ class RolloutWorker:
             logits_fn=lambda ids, mask: mask_predictor_logits(self.policy, ids, mask),
         )
         elapsed = time.perf_counter() - start
-        self.busy_seconds += elapsed
+        self.sampling_seconds += elapsed
         self.metrics.set("agrpo_rollout_sampler_steps_per_second", cfg.sampler.steps / elapsed, self.tags)
         self.metrics.set("agrpo_rollout_tokens_per_forward", len(prompts) * cfg.sampler.gen_length, self.tags)
         self.metrics.inc("agrpo_rollout_groups_total", len(requests), self.tags)

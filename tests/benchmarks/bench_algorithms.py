@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,14 @@ def finished(config: Config) -> dict[str, Any] | None:
 
 
 def run(name: str, recipe: str, seed: int, root: Path, overrides: list[str]) -> dict[str, float]:
-    config = load_config(RECIPES / recipe, [f"run_dir={root / name / f'seed-{seed}'}", f"seed={seed}", *overrides])
+    # An unfinished run of the same settings is started over (checkpoint.overwrite).
+    run_dir = root / name / f"seed-{seed}"
+    config = load_config(
+        RECIPES / recipe, [f"run_dir={run_dir}", f"seed={seed}", "checkpoint.overwrite=true", *overrides]
+    )
     result = finished(config)
     if result is None:
-        result = train(config)
+        result = asdict(train(config))
     else:
         print(f"{config.run_dir}: finished before, read from its summary.json", file=sys.stderr)
     cpus = config.cluster.num_cpus or os.cpu_count() or 1
