@@ -16,8 +16,6 @@ from common.seeding import derived_seed
 
 class PromptStream:
     def __init__(self, items: list[dict[str, Any]], seed: int, cursor: int = 0) -> None:
-        if not items:
-            raise ValueError("the training set is empty")
         self.items = items
         self.seed = seed
         self.cursor = cursor

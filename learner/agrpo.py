@@ -48,8 +48,6 @@ class LossStats:
 
 def pack(num_pairs: int, micro_batch_size: int) -> list[slice]:
     """Consecutive chunks of at most `micro_batch_size` pairs: ceil(num_pairs / size) forward passes."""
-    if micro_batch_size < 1:
-        raise ValueError(f"micro_batch_size = {micro_batch_size}: must be at least 1")
     return [slice(s, min(s + micro_batch_size, num_pairs)) for s in range(0, num_pairs, micro_batch_size)]
 
 

@@ -36,8 +36,6 @@ def draw_uniforms(num_rows: int, k: int, scheme: Scheme, generator: torch.Genera
     u = torch.rand(total, generator=generator, dtype=torch.float64)
     if scheme == "low_discrepancy":
         u = (torch.randperm(total, generator=generator).to(torch.float64) + u) / total
-    elif scheme != "uniform":
-        raise ValueError(f"timestep scheme {scheme!r}: must be 'uniform' or 'low_discrepancy'")
     return u.view(num_rows, k)
 
 
@@ -68,8 +66,6 @@ def timesteps_from_uniform(
         steps = torch.minimum(steps, last_step[:, None])
         coef = torch.full(u.shape, 1.0 / k, dtype=torch.float64, device=u.device)
         return steps, coef
-    if weighting != "entropy":
-        raise ValueError(f"timestep weighting {weighting!r}: must be 'uniform' or 'entropy'")
     if step_entropy is None:
         raise ValueError("entropy weighting needs the (B, N) step entropies of the rollout")
     probs = step_probabilities(last_step, step_entropy)
@@ -108,8 +104,6 @@ def sample_timesteps(
         steps = torch.arange(int(counts.sum())) - torch.repeat_interleave(starts, counts)
         coef = torch.repeat_interleave(1.0 / counts.to(torch.float64), counts)
         return rows, steps, coef
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k = {k!r}: must be a positive integer or 'all'")
     u = draw_uniforms(num_rows, k, scheme, generator)
     steps, coef = timesteps_from_uniform(u, last_step, weighting, step_entropy)
     rows = torch.arange(num_rows).repeat_interleave(k)

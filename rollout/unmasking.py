@@ -20,8 +20,6 @@ def steps_per_block(cfg: SamplerConfig) -> int:
 
 def transfer_counts(masked: int, steps: int) -> list[int]:
     """Tokens committed at each of `steps` steps when `masked` positions must all be committed."""
-    if steps <= 0:
-        raise ValueError(f"steps = {steps}: must be positive")
     base, extra = divmod(masked, steps)
     return [base + 1 if s < extra else base for s in range(steps)]
 
