@@ -38,7 +38,7 @@ from common.record import RolloutGroup
 from rewards.data import load_task_items
 from rewards.registry import CombinedReward, build_reward_fn
 from rewards.service import RewardService
-from rewards.tasks import task_module
+from rewards.tasks import load_task
 from rollout.worker import RolloutWorker
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def create_rollout_workers(config: Config, placement: Any) -> list[Any]:
 
 def success_rate(task: str, groups: list[RolloutGroup]) -> float:
     """Accuracy of the training samples themselves under the task's grader (the collapse guard's signal)."""
-    grade = task_module(task).grade
+    grade = load_task(task).grade
     parts = [grade(text, g.reference) for g in groups for text in g.texts]
     den = sum(d for _, d in parts)
     return sum(n for n, _ in parts) / den if den else float("nan")
@@ -110,7 +110,7 @@ def step_record(step: int, task: str, groups: list[RolloutGroup], ranks: list[di
 def train(config: Config) -> dict[str, Any]:
     # Reward plugins and training data are checked first: a typo in either fails in a second, not after
     # an SFT build and a cluster start.
-    reward_fn = build_reward_fn(config.rewards)
+    reward_fn = build_reward_fn(config.rewards, config.data.task)
     items = load_task_items(config.data, "train", config.seed)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
