@@ -42,7 +42,7 @@ def is_task_name(name: str) -> bool:
     return name in registered_tasks() or is_module_path(name)
 
 
-def unknown_task() -> str:
+def unknown_task_rule() -> str:
     """The rule an unknown task name breaks, listing the names that would do."""
     return f"unknown; registered tasks are {', '.join(registered_tasks()) or 'none'} (or a module path package.module)"
 
@@ -50,7 +50,7 @@ def unknown_task() -> str:
 def check_task_name(name: str) -> str:
     """`name` if it can name a task; else `ValueError` as the schema phrases it (`task = 'x': rule`)."""
     if not is_task_name(name):
-        raise ValueError(f"task = {name!r}: {unknown_task()}")
+        raise ValueError(f"task = {name!r}: {unknown_task_rule()}")
     return name
 
 

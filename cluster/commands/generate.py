@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(
             _flag(option),
             dest=f"option_{option}",
+            metavar=option.upper(),
             nargs="+" if several else None,
             help="; ".join(
                 f"{task}: {spec.help} (default {_shown(spec.default)})" for task, spec in specs.items()

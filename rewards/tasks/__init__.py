@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from common.errors import ConfigError
-from common.task_names import is_task_name, registered_tasks, task_module_path, unknown_task
+from common.task_names import is_task_name, registered_tasks, task_module_path, unknown_task_rule
 from rewards.outcomes import describe_exception
 from rewards.tasks.base import TEMPLATES, Option, Task
 
@@ -26,7 +26,7 @@ REQUIRED = ("FIELDS", "check_row", "PROMPTS", "reward", "grade")
 def load_task(name: str) -> Task:
     """The task `name` names, checked; one line (`ConfigError`) for a name or module that is not a task."""
     if not is_task_name(name):
-        raise ConfigError(f"task {name!r}: {unknown_task()}")
+        raise ConfigError(f"task {name!r}: {unknown_task_rule()}")
     path = task_module_path(name)
     try:
         module = importlib.import_module(path)

@@ -35,7 +35,7 @@ FIELDS, COLUMNS, check_row = gsm8k.FIELDS, gsm8k.COLUMNS, gsm8k.check_row
 OPTIONS = {
     "min_number": Option(0, "smallest number"),
     "max_number": Option(9, "largest number"),
-    "forms": Option(FORMS, f"expression forms, e.g. a+b a*b-c (of {', '.join(FORMS)})", type=str, several=True),
+    "forms": Option(FORMS, "expression forms, e.g. a+b a*b-c", type=str, several=True),
 }
 
 
