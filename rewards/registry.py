@@ -244,8 +244,10 @@ def _check_signature(where: str, fn: Callable[..., Any], kwargs: Mapping[str, An
 
 def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], spec: RewardSpec) -> ResolvedPlugin:
     where = f"rewards.plugins[{index}].name = {plugin.name!r}"
-    task_targets = task_reward_targets(spec.task).values()
-    if ":" in plugin.name:
+    task_targets = {target: task for task, target in task_reward_targets(spec.task).items()}
+    if plugin.name in task_targets:  # a task's reward by its dotted path: loaded, and checked, as the task's
+        target, load = plugin.name, _task_reward(task_targets[plugin.name])
+    elif ":" in plugin.name:
         module_name, _, attr = plugin.name.partition(":")
         if not module_name or not attr:
             raise ConfigError(f"{where}: a dotted path must look like package.module:function")

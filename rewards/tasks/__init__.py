@@ -38,7 +38,7 @@ def load_task(name: str) -> Task:
 
 
 def task_names() -> list[str]:
-    """The registered tasks' names (module-path tasks are not listed anywhere)."""
+    """The registered tasks' names; a task given by module path is known only where it is named."""
     return list(registered_tasks())
 
 

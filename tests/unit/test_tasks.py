@@ -131,6 +131,7 @@ def test_a_module_path_task_works_in_every_part(tmp_path: Path) -> None:
             lambda: build_reward_fn(RewardsConfig(plugins=[{"name": f"{TOY}:reward"}]), "countdown"),
             "not a reward plugin",
         ),
+        (lambda: build_reward_fn(RewardsConfig(), "tests.plugins_for_tests"), "not a task, it lacks FIELDS"),
         (lambda: load_task("chess"), "task 'chess': unknown; registered tasks are arithmetic, countdown"),
         (lambda: load_task("no_such.module"), "task 'no_such.module': cannot import no_such.module (ModuleNotFound"),
         (
