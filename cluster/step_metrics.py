@@ -18,7 +18,7 @@ from cluster.staleness import StalenessManager
 from common.metrics import RoleMetrics
 from common.record import RolloutGroup
 from common.weight_sync import SyncStats
-from rewards.tasks import task_module
+from rewards.tasks import load_task
 
 
 class StageTimer:
@@ -42,7 +42,7 @@ class StageTimer:
 
 def success_rate(task: str, groups: list[RolloutGroup]) -> float:
     """Accuracy of the training samples themselves under the task's grader (the collapse guard's signal)."""
-    grade = task_module(task).grade
+    grade = load_task(task).grade
     parts = [grade(text, g.reference) for g in groups for text in g.texts]
     den = sum(d for _, d in parts)
     return sum(n for n, _ in parts) / den if den else float("nan")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -34,6 +34,7 @@ from common.config_sections import (
     TinyModelConfig,
 )
 from common.errors import ConfigError
+from common.task_names import registered_tasks, task_module_path
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -103,8 +104,6 @@ class Config(Section):
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
             )
-        if self.rewards.plugins is None:
-            self.rewards.plugins = [RewardPluginConfig(name=self.data.task)]
         _check_task_rewards(self)
         if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
             # The record keeps each committed token's allowed set, padded to the widest one of the batch; a
@@ -149,16 +148,20 @@ def _section_in(annotation: Any) -> Any:
     return None
 
 
-BUILTIN_TASK_REWARDS = get_args(DataConfig.model_fields["task"].annotation)
-"""Every task is also the name of its built-in reward plugin."""
+def _task_of_reward(name: str) -> str | None:
+    """The registered task whose reward the plugin `name` is (by task name or by `module:reward`), if any."""
+    for task, module in registered_tasks().items():
+        if name in (task, f"{module}:reward"):
+            return task
+    return None
 
 
 def _check_task_rewards(config: Config) -> None:
-    """A built-in task reward reads its own task's reference fields (countdown: numbers and target; gsm8k:
+    """A task's reward reads its own task's reference fields (countdown: numbers and target; gsm8k:
     answer...), so on another task's items every sample would score 0 with a KeyError, for the whole run."""
     for index, plugin in enumerate(config.rewards.plugins or []):
-        task = next((t for t in BUILTIN_TASK_REWARDS if plugin.name in (t, f"rewards.tasks.{t}:reward")), None)
-        if task is not None and task != config.data.task:
+        task = _task_of_reward(plugin.name)
+        if task is not None and task_module_path(task) != task_module_path(config.data.task):
             raise ValueError(
                 f"rewards.plugins.{index}.name = {plugin.name!r}: the built-in {task} reward needs {task} items, "
                 f"but data.task = {config.data.task!r} (use the {config.data.task!r} reward, or unset "

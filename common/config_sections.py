@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.task_names import check_task_name
+
 
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, assignments are validated."""
@@ -187,7 +189,9 @@ class LearnerConfig(Section):
 class RewardPluginConfig(Section):
     """One reward plugin and its weight in the combined reward."""
 
-    name: str = Field(..., description="Registered name, or a dotted path `package.module:function`.")
+    name: str = Field(
+        ..., description="Registered name, or a dotted path `package.module:function` to an object marked with @reward."
+    )
     weight: float = Field(1.0, description="Weight in the combined reward.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the plugin.")
 
@@ -196,7 +200,7 @@ class RewardsConfig(Section):
     """The reward-service pool and the plugins it calls."""
 
     plugins: list[RewardPluginConfig] | None = Field(
-        None, min_length=1, description="Reward plugins combined by weight; none = the built-in reward of data.task."
+        None, min_length=1, description="Reward plugins combined by weight; none = the reward of data.task."
     )
     scheme: Literal["d1", "agrpo"] = Field("d1", description="Reward scheme of the built-in task rewards.")
     pool_size: int = Field(1, gt=0, description="RewardService actors.")
@@ -214,8 +218,10 @@ class RewardsConfig(Section):
 class DataConfig(Section):
     """Where prompts come from and how they are rendered."""
 
-    task: Literal["countdown", "sudoku", "arithmetic", "gsm8k", "math"] = Field(
-        "countdown", description="Task: decides the grader, reference fields and prompt template."
+    task: str = Field(
+        "countdown",
+        description="Task: a registered name (entry point group `agrpo.tasks`; built in: arithmetic, countdown, "
+        "gsm8k, math, sudoku) or a module path `package.module`; decides the fields, prompts, reward and grader.",
     )
     path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
@@ -233,6 +239,11 @@ class DataConfig(Section):
     generator: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the task generator (e.g. numbers, blanks)."
     )
+
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        return check_task_name(value)
 
 
 class ClusterConfig(Section):

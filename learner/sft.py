@@ -39,7 +39,7 @@ from common.model.loading import Policy, load_policy, mask_predictor_logits, sav
 from common.text import encode_text
 from learner.optimizer import lr_factor
 from rewards.data import load_task_items
-from rewards.perturb import PERTURBATIONS, wrong_completion
+from rewards.perturb import check_wrong_fraction, wrong_completion
 from rewards.templates import render_prompt
 
 MIN_MASK_RATIO = 1e-3
@@ -76,15 +76,6 @@ class SFTResult:
     losses: list[float]
     grad_norms: list[float]
     output: Path | None = None
-
-
-def check_wrong_fraction(task: str, wrong_fraction: float) -> None:
-    """Fail before any work when wrong answers are asked for a task that cannot make them."""
-    if wrong_fraction > 0 and task not in PERTURBATIONS:
-        raise ConfigError(
-            f"sft.wrong_fraction = {wrong_fraction}: task {task} has no wrong-answer perturbation "
-            f"(tasks with one: {', '.join(PERTURBATIONS)})"
-        )
 
 
 def build_examples(

@@ -1,10 +1,10 @@
 """Task items from local files (JSONL, JSON, CSV, parquet, `save_to_disk` datasets) or the generators.
 
-Rows are mapped onto the task's reference fields (config `data.fields`, else the usual column
-names, including those of the shared benchmark files: Countdown `input`/`output`, Sudoku
-`Puzzle`/`Solution`) and checked. A row that fails is never dropped silently: it is reported as
-`file:line: reason` (the row number for parquet and datasets) and skipped, or raises `DataError`
-when `on_malformed` is `fail`.
+Rows are mapped onto the task's fields (config `data.fields`, else the column names the task
+accepts, including those of the shared benchmark files: Countdown `input`/`output`, Sudoku
+`Puzzle`/`Solution`) and checked by the task's `check_row`. A row that fails is never dropped
+silently: it is reported as `file:line: reason` (the row number for parquet and datasets) and
+skipped, or raises `DataError` when `on_malformed` is `fail`.
 """
 
 from __future__ import annotations
@@ -12,33 +12,19 @@ from __future__ import annotations
 import csv
 import json
 import random
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from common.errors import ConfigError, DataError
-from rewards.answers import parse_number
-from rewards.generators import GENERATORS, generate_split
-from rewards.tasks import REFERENCE_FIELDS, TASK_NAMES
+from rewards.generators import generate_split
+from rewards.tasks import load_task
+from rewards.tasks.base import RowError, Task
 
-FORMATS = ("jsonl", "json", "csv", "parquet", "hf_disk")
 SUFFIXES = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-ALIASES = {
-    "question": ("question", "problem"),
-    "answer": ("answer",),
-    "numbers": ("numbers", "nums", "input"),
-    "target": ("target", "output"),
-    "puzzle": ("puzzle", "Puzzle"),
-    "solution": ("solution", "Solution"),
-}
 MAX_WARNINGS = 20
-
-
-class RowError(ValueError):
-    """One row breaks a rule; the loader adds the file and line."""
 
 
 @dataclass
@@ -50,87 +36,31 @@ class LoadResult:
     lines: list[int] = field(default_factory=list)
 
 
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise RowError(f"{name} {value!r} is not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    text = str(value).strip()
-    if re.fullmatch(r"-?\d{1,12}", text):
-        return int(text)
-    raise RowError(f"{name} {value!r} is not an integer")
+def normalise_row(row: dict[str, Any], task: Task, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    """The row with the task's fields under our names, checked by the task; other columns kept.
 
-
-def _numbers(value: Any) -> list[int]:
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, str):
-        value = [part for part in re.split(r"[\s,\[\]]+", value) if part]
-    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 16:
-        raise RowError(f"numbers {value!r} is not a list of 1 to 16 integers")
-    numbers = [_int(v, "number") for v in value]
-    if any(not 0 <= n < 10**9 for n in numbers):
-        raise RowError(f"numbers {numbers}: each must be in 0..999999999")
-    return numbers
-
-
-def _grid(value: Any, name: str, digits: str) -> str:
-    text = str(value).zfill(16) if isinstance(value, int) and not isinstance(value, bool) else str(value).strip()
-    if len(text) != 16 or any(c not in digits for c in text):
-        raise RowError(f"{name} {value!r} is not 16 digits from {digits}")
-    return text
-
-
-def _answer(value: Any, task: str) -> str:
-    if value is None or isinstance(value, bool) or str(value).strip() == "":
-        raise RowError(f"answer {value!r} is empty")
-    text = str(value).strip()
-    if task in ("gsm8k", "arithmetic"):
-        if "####" in text:
-            text = text.split("####")[-1].strip()
-        if parse_number(text) is None:
-            raise RowError(f"answer {text[:40]!r} is not a number")
-    return text
-
-
-def normalise_row(row: dict[str, Any], task: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
-    """The row with the task's reference fields under our names, checked; other columns kept."""
+    A field is read from the column `data.fields` names for it, else from the first of the task's
+    accepted column names (`COLUMNS`, default the field's own name) that the row has.
+    """
     fields = fields or {}
-    wanted = (*REFERENCE_FIELDS[task], "question")
     out = dict(row)
     found: dict[str, Any] = {}
-    for name in wanted:
-        columns = (fields[name],) if name in fields else ALIASES[name]
+    for name in dict.fromkeys([*task.fields, *task.columns]):
+        columns = (fields[name],) if name in fields else task.columns.get(name, (name,))
         column = next((c for c in columns if c in row and row[c] is not None), None)
         if column is None:
-            if name in REFERENCE_FIELDS[task]:
+            if name in task.fields:
                 raise RowError(f"missing field {name!r} (column {' or '.join(map(repr, columns))})")
             continue
         found[name] = row[column]
         out.pop(column, None)
-    if task == "countdown":
-        found["numbers"] = _numbers(found["numbers"])
-        found["target"] = _int(found["target"], "target")
-    elif task == "sudoku":
-        found["puzzle"] = _grid(found["puzzle"], "puzzle", "01234")
-        found["solution"] = _grid(found["solution"], "solution", "1234")
-        clash = [i for i in range(16) if found["puzzle"][i] not in ("0", found["solution"][i])]
-        if clash:
-            raise RowError(f"solution disagrees with the puzzle's given cell {clash[0]}")
-    else:
-        found["answer"] = _answer(found["answer"], task)
-    if "question" in found:
-        found["question"] = str(found["question"])
-    out.update(found)
+    out.update(task.check_row(found))
     return out
 
 
 def detect_format(path: Path, format: str) -> str:
+    """`format` as configured (the schema allows only known ones), or the one the path's suffix names."""
     if format != "auto":
-        if format not in FORMATS:
-            raise DataError(f"data format {format!r}: must be auto or one of {', '.join(FORMATS)}")
         return format
     if path.is_dir():
         return "hf_disk"
@@ -216,12 +146,10 @@ def read_items(
 ) -> LoadResult:
     """Items of `task` from a file, plus `file:line: reason` for every skipped row.
 
-    `require` names further columns a row must have (e.g. `completion` for scoring).
+    `require` names further columns a row must have (e.g. `completion` for scoring). `format` and
+    `on_malformed` take the values the schema allows for `data.format` and `data.on_malformed`.
     """
-    if task not in TASK_NAMES:
-        raise DataError(f"task {task!r}: unknown; built-in tasks are {', '.join(TASK_NAMES)}")
-    if on_malformed not in ("skip", "fail"):
-        raise DataError(f"on_malformed {on_malformed!r}: must be skip or fail")
+    loaded = load_task(task)
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {p}: not found")
@@ -238,7 +166,7 @@ def read_items(
             missing = [name for name in require if row.get(name) is None]
             if missing:
                 raise RowError(f"missing field {missing[0]!r}")
-            result.items.append(normalise_row(row, task, fields))
+            result.items.append(normalise_row(row, loaded, fields))
             result.lines.append(line)
         except RowError as err:
             if on_malformed == "fail":
@@ -269,15 +197,13 @@ def load_items(
     return result.items
 
 
-def load_task_items(data_cfg: Any, split: str, seed: int) -> list[dict[str, Any]]:
+def load_task_items(data_cfg: Any, split: Literal["train", "eval"], seed: int) -> list[dict[str, Any]]:
     """The items of one split as configured.
 
     With `data.path`: a path containing `{split}` names one file per split (`train`, `eval`);
     otherwise the file is shuffled with the seed, its first `num_eval` rows are the eval split and
     the rest the train split. Without a path the task's generator makes `num_train`/`num_eval` items.
     """
-    if split not in ("train", "eval"):
-        raise ConfigError(f"split {split!r}: must be train or eval")
     task = data_cfg.task
     if data_cfg.path:
         if "{split}" in data_cfg.path:
@@ -296,7 +222,7 @@ def load_task_items(data_cfg: Any, split: str, seed: int) -> list[dict[str, Any]
         if not items:
             raise DataError(f"data file {path}: no valid rows for task {task}")
         return items
-    if task not in GENERATORS:
+    if load_task(task).generate is None:
         raise ConfigError(f"data.path: required for task {task} (it has no generator)")
     n_train = data_cfg.num_train if split == "train" else 0
     train, evaluation = generate_split(task, n_train, data_cfg.num_eval, seed, **data_cfg.generator)

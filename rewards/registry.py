@@ -2,16 +2,22 @@
 
 A reward is a function, a callable object, or a class whose instances are callable (created with no
 arguments once per process that resolves the plugins), called as `fn(completion, reference, **kwargs)`
-and returning a float or a `RewardResult`. It gets a name in one of three ways: `@reward("name")` in a
-module listed in `rewards.modules`, an entry point in the `agrpo.rewards` group of an installed
-package, or a dotted path `package.module:function` written directly as the plugin name. The built-in
-tasks are names too, mapped to `rewards.tasks.<task>:reward` and imported only when used.
+and returning a float or a `RewardResult`. Only what has been registered as a reward is accepted:
 
-Everything that can be wrong with a plugin (unknown or twice-registered name, import failure, a
-signature that cannot take the completion, the reference and the configured kwargs) is a one-line
-`ConfigError` from `build_reward_fn`, so a run fails before its first rollout rather than at step
-500. The combined scorer pickles as its spec, and the receiving process (a Ray actor, a sandbox
-child) resolves the names again itself: no function object or closure has to survive pickling.
+- a name given with `@reward("name")` in a module listed in `rewards.modules`;
+- an entry point in the `agrpo.rewards` group of an installed package;
+- a task's reward: every registered task (entry point group `agrpo.tasks`) is a name mapped to
+  `<task module>:reward`, imported only when used, and so is `data.task` when it is a module path;
+- a dotted path `package.module:attr` to an object marked with `@reward()` (the decorator sets
+  `__agrpo_reward__ = True` on it, the one marker this module reads) or to a task's reward.
+
+Anything else (`builtins:eval`, `shutil:rmtree`, any importable callable) is refused before it is
+created or called. Everything that can be wrong with a plugin (unregistered, unknown or
+twice-registered name, import failure, a signature that cannot take the completion, the reference and
+the configured kwargs) is a one-line `ConfigError` from `build_reward_fn`, so a run fails before its
+first rollout rather than at step 500. The combined scorer pickles as its spec, and the receiving
+process (a Ray actor, a sandbox child) resolves the names again itself: no function object or closure
+has to survive pickling.
 """
 
 from __future__ import annotations
@@ -26,13 +32,17 @@ from typing import Any, TypeVar
 
 from common.config import RewardsConfig
 from common.errors import ConfigError
+from common.task_names import registered_tasks, task_module_path
 from rewards.outcomes import PluginOutcome, call_plugin, combine, describe_exception
+from rewards.tasks import load_task
 from rewards.types import RewardResult
 
 ENTRY_POINT_GROUP = "agrpo.rewards"
-BUILTIN_TASKS: dict[str, str] = {
-    task: f"rewards.tasks.{task}:reward" for task in ("arithmetic", "countdown", "gsm8k", "math", "sudoku")
-}
+MARKER = "__agrpo_reward__"
+HOW_TO_REGISTER = (
+    "register it with @reward('name') in a module listed in rewards.modules or as an entry point in the "
+    "agrpo.rewards group, or mark it with @reward() to name it by its dotted path"
+)
 
 T = TypeVar("T")
 _DECORATED: dict[str, Any] = {}
@@ -50,15 +60,21 @@ def _check_name(name: Any) -> None:
         )
 
 
-def reward(name: str) -> Callable[[T], T]:
-    """Register a reward function or class under `name` when its module is imported.
+def reward(name: str | None = None) -> Callable[[T], T]:
+    """Mark a reward function or class as a plugin and, given a `name`, register it under that name
+    when its module is imported.
 
-    Registering the same object again (a module reloaded) is harmless; a different object under a
-    taken name is an error at import, naming both, so two plugins never silently shadow each other.
+    Without a name the object is reachable only by its dotted path `package.module:attr`. Registering
+    the same object again (a module reloaded) is harmless; a different object under a taken name is an
+    error at import, naming both, so two plugins never silently shadow each other.
     """
-    _check_name(name)
+    if name is not None:
+        _check_name(name)
 
     def register(obj: T) -> T:
+        setattr(obj, MARKER, True)
+        if name is None:
+            return obj
         previous = _DECORATED.get(name)
         if previous is not None and _origin(previous) != _origin(obj):
             raise ConfigError(f"reward name {name!r}: registered twice, by {_origin(previous)} and {_origin(obj)}")
@@ -66,6 +82,11 @@ def reward(name: str) -> Callable[[T], T]:
         return obj
 
     return register
+
+
+def is_marked(obj: Any) -> bool:
+    """Whether `obj` carries the plugin marker itself (read statically: no `__getattr__` can fake it)."""
+    return inspect.getattr_static(obj, MARKER, None) is True
 
 
 @dataclass(frozen=True)
@@ -96,11 +117,27 @@ def _add(table: dict[str, _Source], name: str, source: _Source) -> None:
     table.setdefault(name, source)
 
 
-def available_rewards() -> dict[str, _Source]:
-    """Every registered name (built-in, entry point, decorator), rejecting a name claimed twice."""
+def _task_reward(task: str) -> Callable[[], Any]:
+    return lambda: load_task(task).reward
+
+
+def task_reward_targets(task: str | None = None) -> dict[str, str]:
+    """Task name -> `module:reward` of every registered task, and of `task` when it is a module path."""
+    targets = {name: f"{module}:reward" for name, module in registered_tasks().items()}
+    if task is not None and task not in targets:
+        targets[task] = f"{task_module_path(task)}:reward"
+    return targets
+
+
+def available_rewards(task: str | None = None) -> dict[str, _Source]:
+    """Every registered name (task rewards, entry points, decorators), rejecting a name claimed twice.
+
+    `task` is the configured `data.task`; when it is a module path, its reward is listed under it too.
+    """
     table: dict[str, _Source] = {}
-    for name, target in BUILTIN_TASKS.items():
-        _add(table, name, _Source("built-in", target, lambda t=target: _load_target(t)))
+    for name, target in task_reward_targets(task).items():
+        kind = "built-in" if name in registered_tasks() else "task"
+        _add(table, name, _Source(kind, target, _task_reward(name)))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = f" (package {ep.dist.name})" if ep.dist is not None else ""
         _add(table, ep.name, _Source(f"entry point{dist}", ep.value, ep.load))
@@ -133,18 +170,26 @@ class PluginSpec:
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """Everything needed to rebuild the combined scorer in another process: names, not objects."""
+    """Everything needed to rebuild the combined scorer in another process: names, not objects.
+
+    `task` is `data.task`: its reward is a plugin name even when the task is given by module path.
+    """
 
     plugins: tuple[PluginSpec, ...]
     scheme: str = "d1"
     modules: tuple[str, ...] = ()
+    task: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: RewardsConfig) -> RewardSpec:
-        if cfg.plugins is None:
-            raise ConfigError("rewards.plugins: not set (a full Config sets it to the reward of data.task)")
-        plugins = tuple(PluginSpec(p.name, p.weight, dict(p.kwargs)) for p in cfg.plugins)
-        return cls(plugins=plugins, scheme=cfg.scheme, modules=tuple(cfg.modules))
+    def from_config(cls, cfg: RewardsConfig, task: str | None = None) -> RewardSpec:
+        """The spec of `rewards`; `plugins: null` there means the reward of `task` (`data.task`)."""
+        if cfg.plugins is not None:
+            plugins = tuple(PluginSpec(p.name, p.weight, dict(p.kwargs)) for p in cfg.plugins)
+        elif task is not None:
+            plugins = (PluginSpec(task),)
+        else:
+            raise ConfigError("rewards.plugins = None: the reward of data.task needs the task; none was given")
+        return cls(plugins=plugins, scheme=cfg.scheme, modules=tuple(cfg.modules), task=task)
 
 
 @dataclass(frozen=True)
@@ -197,9 +242,12 @@ def _check_signature(where: str, fn: Callable[..., Any], kwargs: Mapping[str, An
         ) from None
 
 
-def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], scheme: str) -> ResolvedPlugin:
+def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], spec: RewardSpec) -> ResolvedPlugin:
     where = f"rewards.plugins[{index}].name = {plugin.name!r}"
-    if ":" in plugin.name:
+    task_targets = {target: task for task, target in task_reward_targets(spec.task).items()}
+    if plugin.name in task_targets:  # a task's reward by its dotted path: loaded, and checked, as the task's
+        target, load = plugin.name, _task_reward(task_targets[plugin.name])
+    elif ":" in plugin.name:
         module_name, _, attr = plugin.name.partition(":")
         if not module_name or not attr:
             raise ConfigError(f"{where}: a dotted path must look like package.module:function")
@@ -208,16 +256,21 @@ def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], schem
         target, load = table[plugin.name].target, table[plugin.name].load
     else:
         available = ", ".join(table) or "none"
-        raise ConfigError(f"{where}: unknown reward; available: {available} (or a dotted path package.module:function)")
+        raise ConfigError(
+            f"{where}: unknown reward; available: {available} (or a dotted path package.module:function "
+            "to an object marked with @reward())"
+        )
     try:
         obj = load()
     except ConfigError:
         raise
     except Exception as exc:
         raise ConfigError(f"{where}: cannot import {target} ({describe_exception(exc)})") from None
+    if ":" in plugin.name and target not in task_targets and not is_marked(obj):
+        raise ConfigError(f"{where}: not a reward plugin; {HOW_TO_REGISTER}")
     kwargs = dict(plugin.kwargs)
-    if target in BUILTIN_TASKS.values():  # by task name or by its dotted path
-        kwargs.setdefault("scheme", scheme)
+    if target in task_targets:  # by task name or by its dotted path
+        kwargs.setdefault("scheme", spec.scheme)
     fn = _as_callable(where, obj)
     _check_not_async(where, fn)
     _check_signature(where, fn, kwargs)
@@ -239,8 +292,8 @@ def resolve(spec: RewardSpec) -> list[ResolvedPlugin]:
             )
         seen[plugin.name] = index
     import_modules(spec.modules)
-    table = available_rewards()
-    return [_resolve(index, plugin, table, spec.scheme) for index, plugin in enumerate(spec.plugins)]
+    table = available_rewards(spec.task)
+    return [_resolve(index, plugin, table, spec) for index, plugin in enumerate(spec.plugins)]
 
 
 class CombinedReward:
@@ -274,6 +327,7 @@ def build_from_spec(spec: RewardSpec) -> CombinedReward:
     return CombinedReward(spec, resolve(spec))
 
 
-def build_reward_fn(rewards_cfg: RewardsConfig) -> CombinedReward:
-    """The combined, picklable scorer of `rewards.plugins`; call it at start-up to fail early."""
-    return build_from_spec(RewardSpec.from_config(rewards_cfg))
+def build_reward_fn(rewards_cfg: RewardsConfig, task: str | None = None) -> CombinedReward:
+    """The combined, picklable scorer of `rewards.plugins` (none: the reward of `task`, i.e. `data.task`);
+    call it at start-up to fail early."""
+    return build_from_spec(RewardSpec.from_config(rewards_cfg, task))

@@ -1,4 +1,4 @@
-"""Scoring whole groups: a pool of Ray reward actors, or the same interface in-process.
+"""Scoring whole groups on a pool of Ray reward actors.
 
 `RewardService` keeps `rewards.pool_size` actors named `reward-<i>`; each runs its plugin calls in a
 killable sandbox child (rewards/sandbox.py), so a hanging or crashing plugin costs one sample's
@@ -6,8 +6,8 @@ score, never an actor. If an actor dies anyway (killed, out of memory, node lost
 under the same name and the group is scored again from scratch by the replacement: results and
 stats are taken only from the attempt that returns, so nothing is lost and nothing is counted twice.
 
-Both scorers return a `concurrent.futures.Future` from `score_group`, so the driver switches between
-the pool and in-process scoring by config alone (`create_reward_scorer`).
+`score_group` returns a `concurrent.futures.Future`, so the driver streams groups to the pool and
+collects each group's rewards when they are ready.
 """
 
 from __future__ import annotations
@@ -42,27 +42,29 @@ class RewardScorer(Protocol):
     def close(self) -> None: ...
 
 
-def _check_lengths(completions: Sequence[str], references: Sequence[dict]) -> None:
+def check_lengths(completions: Sequence[str], references: Sequence[dict]) -> None:
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references; need one each")
 
 
-def finish_group(scorer: CombinedReward, outcomes: list[list[PluginOutcome]], stats: RewardStats) -> list[RewardResult]:
+def finish_group(
+    combined: CombinedReward, outcomes: list[list[PluginOutcome]], stats: RewardStats
+) -> list[RewardResult]:
     """Combine each sample's plugin outcomes and count every outcome under its plugin label."""
     for sample in outcomes:
-        for label, outcome in zip(scorer.labels, sample, strict=True):
+        for label, outcome in zip(combined.labels, sample, strict=True):
             stats.add(label, outcome)
-    return [scorer.combine(sample) for sample in outcomes]
+    return [combined.combine(sample) for sample in outcomes]
 
 
 class RewardActor:
     """One pool member: a sandbox child for the plugin calls, counters, and the Ray metrics."""
 
     def __init__(
-        self, reward_fn: CombinedReward, timeout_s: float, startup_timeout_s: float = STARTUP_TIMEOUT_S
+        self, combined: CombinedReward, timeout_s: float, startup_timeout_s: float = STARTUP_TIMEOUT_S
     ) -> None:
-        self._scorer = reward_fn
-        self._sandbox = SandboxedScorer(reward_fn, timeout_s, startup_timeout_s=startup_timeout_s)
+        self._combined = combined
+        self._sandbox = SandboxedScorer(combined, timeout_s, startup_timeout_s=startup_timeout_s)
         self._stats = RewardStats()
         self._metrics = RayRewardMetrics()
 
@@ -79,9 +81,9 @@ class RewardActor:
         """
         outcomes = self._sandbox.score(list(zip(completions, references, strict=True)))
         group = RewardStats()
-        results = finish_group(self._scorer, outcomes, group)
+        results = finish_group(self._combined, outcomes, group)
         self._stats.merge(group)
-        for j, label in enumerate(self._scorer.labels):
+        for j, label in enumerate(self._combined.labels):
             self._metrics.record(label, [sample[j] for sample in outcomes], self._stats.plugins[label])
         return results, group.as_dict()
 
@@ -95,7 +97,7 @@ class RewardService:
 
     def __init__(
         self,
-        reward_fn: CombinedReward,
+        combined: CombinedReward,
         pool_size: int,
         timeout_s: float,
         num_cpus: float = 0.25,
@@ -103,9 +105,7 @@ class RewardService:
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         max_attempts: int = 3,
     ) -> None:
-        if pool_size < 1:
-            raise ValueError(f"pool_size = {pool_size}: need at least one reward actor")
-        self._reward_fn = reward_fn
+        self._combined = combined
         self._timeout_s = timeout_s
         self._startup_timeout_s = startup_timeout_s
         self._num_cpus = num_cpus
@@ -126,11 +126,11 @@ class RewardService:
             raise
 
     @classmethod
-    def from_config(cls, config: Config, reward_fn: CombinedReward | None = None) -> RewardService:
-        """The pool `config.rewards` describes; `reward_fn` saves building the plugins again (class plugins
+    def from_config(cls, config: Config, combined: CombinedReward | None = None) -> RewardService:
+        """The pool `config.rewards` describes; `combined` saves building the plugins again (class plugins
         may load a model) when the caller already built them to check them."""
         return cls(
-            reward_fn or build_reward_fn(config.rewards),
+            combined or build_reward_fn(config.rewards, config.data.task),
             pool_size=config.rewards.pool_size,
             timeout_s=config.rewards.timeout_s,
             num_cpus=config.cluster.cpus_per_reward_actor,
@@ -149,7 +149,7 @@ class RewardService:
         while True:
             try:
                 return self._actor_class.options(name=name, num_cpus=self._num_cpus, max_restarts=0).remote(
-                    self._reward_fn, self._timeout_s, self._startup_timeout_s
+                    self._combined, self._timeout_s, self._startup_timeout_s
                 )
             except ValueError:
                 if time.monotonic() > deadline:
@@ -196,13 +196,13 @@ class RewardService:
     def _give_up(self, size: int) -> list[RewardResult]:
         """Every attempt lost its actor: score the group 0 with the reason, and count it."""
         reason = f"reward actor died on all {self.max_attempts} attempts to score this group"
-        outcomes = [[PluginOutcome.failed(reason) for _ in self._reward_fn.labels] for _ in range(size)]
+        outcomes = [[PluginOutcome.failed(reason) for _ in self._combined.labels] for _ in range(size)]
         with self._lock:
-            return finish_group(self._reward_fn, outcomes, self._stats)
+            return finish_group(self._combined, outcomes, self._stats)
 
     def score_group(self, completions: Sequence[str], references: Sequence[dict]) -> Future[list[RewardResult]]:
         """Score one group on the pool; the future's result has one RewardResult per completion."""
-        _check_lengths(completions, references)
+        check_lengths(completions, references)
         return self._executor.submit(self._score, list(completions), list(references))
 
     def stats(self) -> dict[str, Any]:
@@ -219,51 +219,3 @@ class RewardService:
         for actor in self.actors:
             with contextlib.suppress(RayActorError, ValueError):
                 ray.kill(actor, no_restart=True)
-
-
-class LocalRewardScorer:
-    """The same interface without Ray: plain calls, or a sandbox child when `timeout_s` is given.
-
-    Plain calls are fastest and fine for tests and trusted plugins; a hanging plugin would hang the
-    caller, which is what the sandbox (and the pool) exist to prevent.
-    """
-
-    def __init__(
-        self, reward_fn: CombinedReward, timeout_s: float | None = None, startup_timeout_s: float = STARTUP_TIMEOUT_S
-    ) -> None:
-        self._scorer = reward_fn
-        self._sandbox = (
-            None if timeout_s is None else SandboxedScorer(reward_fn, timeout_s, startup_timeout_s=startup_timeout_s)
-        )
-        self._stats = RewardStats()
-
-    @classmethod
-    def from_config(cls, config: Config, isolate: bool = False) -> LocalRewardScorer:
-        timeout_s = config.rewards.timeout_s if isolate else None
-        return cls(build_reward_fn(config.rewards), timeout_s, config.rewards.startup_timeout_s)
-
-    def score_group(self, completions: Sequence[str], references: Sequence[dict]) -> Future[list[RewardResult]]:
-        _check_lengths(completions, references)
-        samples = list(zip(completions, references, strict=True))
-        if self._sandbox is not None:
-            outcomes = self._sandbox.score(samples)
-        else:
-            count = len(self._scorer.plugins)
-            outcomes = [[self._scorer.call(j, text, ref) for j in range(count)] for text, ref in samples]
-        future: Future[list[RewardResult]] = Future()
-        future.set_result(finish_group(self._scorer, outcomes, self._stats))
-        return future
-
-    def stats(self) -> dict[str, Any]:
-        return {"plugins": self._stats.as_dict()}
-
-    def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
-
-
-def create_reward_scorer(config: Config, in_process: bool) -> RewardScorer:
-    """The pool when running on Ray, otherwise plain in-process calls; same interface either way."""
-    if in_process:
-        return LocalRewardScorer.from_config(config)
-    return RewardService.from_config(config)

@@ -24,7 +24,7 @@ from common.config import SamplerConfig, format_validation_error
 from common.errors import ConfigError
 from common.model.loading import Policy, mask_predictor_logits
 from common.text import decode_completion, encode_text
-from rewards.tasks import task_module
+from rewards.tasks import load_task
 from rewards.templates import render_prompt
 from rollout.sampler import sample
 
@@ -76,7 +76,7 @@ def evaluate(
     """
     if not items:
         raise ValueError("evaluate() needs at least one item")
-    grade = task_module(task).grade
+    grade = load_task(task).grade
     tokenizer = policy.tokenizer
     prompts = [
         encode_text(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt")

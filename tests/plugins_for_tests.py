@@ -3,6 +3,9 @@
 They live in an importable module (not in a test file) because the sandbox children and Ray actors
 resolve plugins by name and must be able to import them. `chaos` misbehaves as the sample's
 reference asks, so one group can mix good samples with a hang, an exception, NaN and a crash.
+The plugins marked with a bare `@reward()` are reached by dotted path, and the faulty ones among
+them (wrong signature, async, ...) are marked so that the registry gets as far as the fault;
+`unmarked_length` is not a plugin at all, and the registry must refuse it.
 """
 
 from __future__ import annotations
@@ -61,16 +64,24 @@ def chaos(completion: str, reference: dict[str, Any]) -> float:
     return 1.0 + len(completion) / 100
 
 
-def undecorated_length(completion: str, reference: dict[str, Any]) -> float:
-    """Reachable only by dotted path `tests.plugins_for_tests:undecorated_length`."""
+@reward()
+def unnamed_length(completion: str, reference: dict[str, Any]) -> float:
+    """Reachable only by dotted path `tests.plugins_for_tests:unnamed_length`."""
     return float(len(completion))
 
 
+def unmarked_length(completion: str, reference: dict[str, Any]) -> float:
+    """Callable like a reward, but never registered or marked: refused by dotted path."""
+    return float(len(completion))
+
+
+@reward()
 def returns_text(completion: str, reference: dict[str, Any]) -> str:
     """A plugin bug: returns text instead of a score."""
     return completion
 
 
+@reward()
 def one_argument(completion: str) -> float:
     """A wrong signature: no room for the reference."""
     return 0.0
@@ -79,6 +90,7 @@ def one_argument(completion: str) -> float:
 NOT_CALLABLE = 42
 
 
+@reward()
 class NeedsArguments:
     """A class plugin that cannot be created without arguments."""
 
@@ -89,11 +101,13 @@ class NeedsArguments:
         return float(len(completion) > self.threshold)
 
 
+@reward()
 async def async_reward(completion: str, reference: dict[str, Any]) -> float:
     """Never called: the registry refuses async plugins when it builds them."""
     return float(len(completion))
 
 
+@reward()
 class AsyncCall:
     """A class plugin whose __call__ is async: refused the same way."""
 

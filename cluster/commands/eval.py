@@ -88,15 +88,15 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     """
     from common.config import Config, load_config
     from common.errors import UserError
-    from rewards.tasks import task_module
-    from rewards.templates import TEMPLATES
+    from rewards.tasks import load_task
+    from rewards.tasks.base import TEMPLATES
     from rollout.accuracy import eval_sampler
 
     config = load_config(args.config) if args.config else Config()
     if args.task is None and args.config is None:
         raise UserError("--task: required (or --config FILE naming data.task)")
     args.task = args.task or config.data.task
-    task_module(args.task)
+    load_task(args.task)
     args.template = args.template or config.data.template
     if args.template not in TEMPLATES:
         raise UserError(f"--template {args.template!r}: must be one of {', '.join(TEMPLATES)}")
@@ -124,7 +124,7 @@ def load_eval_items(args: argparse.Namespace, data: Any) -> tuple[list[dict[str,
     held-out split (the one training never sees, for the same seed and generator options)."""
     from common.errors import UserError
     from rewards.data import load_items, load_task_items
-    from rewards.generators import GENERATORS
+    from rewards.tasks import load_task
 
     if args.data:
         items = load_items(args.data, args.task, data.format if args.config else "auto", data.fields)
@@ -133,7 +133,7 @@ def load_eval_items(args: argparse.Namespace, data: Any) -> tuple[list[dict[str,
         items = load_task_items(data, "eval", args.seed)
         source = f"{data.path} (eval split, seed {args.seed})"
     else:
-        if args.task not in GENERATORS:
+        if load_task(args.task).generate is None:
             raise UserError(f"--task {args.task}: has no generator, so --data FILE is required")
         # With a training config, stay inside the held-out split that training excluded.
         n = args.n or (min(DEFAULT_GENERATED_ITEMS, data.num_eval) if args.config else DEFAULT_GENERATED_ITEMS)

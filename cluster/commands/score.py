@@ -12,12 +12,16 @@ import sys
 
 from common.errors import UserError
 from rewards.data import read_items, report_skipped
-from rewards.tasks import TASK_NAMES, task_module
+from rewards.tasks import load_task, task_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("score", help="Score completions: d1-protocol accuracy and mean training reward.")
-    parser.add_argument("--task", required=True, choices=TASK_NAMES, help="Task whose grader and reward apply.")
+    parser.add_argument(
+        "--task",
+        required=True,
+        help=f"Task whose grader and reward apply: {', '.join(task_names())}, or a module path package.module.",
+    )
     parser.add_argument("--input", required=True, help="JSONL/JSON/CSV/parquet rows: completion + reference fields.")
     parser.add_argument("--scheme", default="d1", choices=("d1", "agrpo"), help="Reward scheme (default d1).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
@@ -29,7 +33,7 @@ def score_items(task: str, items: list[dict], scheme: str, sources: list[str] | 
 
     `sources` names where each item came from (`file:line`) for the warning about a row that fails.
     """
-    module = task_module(task)
+    loaded = load_task(task)
     num = den = reward_sum = 0.0
     scored = errors = 0
     for index, item in enumerate(items):
@@ -37,8 +41,8 @@ def score_items(task: str, items: list[dict], scheme: str, sources: list[str] | 
         try:
             if not isinstance(completion, str):
                 raise TypeError(f"completion is {type(completion).__name__}, not text")
-            n, d = module.grade(completion, item)
-            result = module.reward(completion, item, scheme)
+            n, d = loaded.grade(completion, item)
+            result = loaded.reward(completion, item, scheme)
         except (ValueError, TypeError, KeyError) as err:
             where = sources[index] if sources else f"row {index + 1}"
             print(f"warning: {where}: not scored ({err})", file=sys.stderr)

@@ -1,6 +1,6 @@
 r"""MATH (MATH-500): a LaTeX answer, compared by `rewards.math_equiv.equivalent`.
 
-Reference field: `answer` (LaTeX, no `\boxed{}`).
+Reference field: `answer` (LaTeX, no `\boxed{}`); the prompt reads `question` (or a `problem` column).
 
 d1 scheme (d1's MATH reward): 2.0 when the last `\boxed{}` (else the first answer pair) is
 equivalent to the answer, plus d1's boxed-in-answer format term, 0.5 x (1.0 for an `<answer>` tag
@@ -8,18 +8,33 @@ equivalent to the answer, plus d1's boxed-in-answer format term, 0.5 x (1.0 for 
 AGRPO scheme: 0.5 for a think pair, 0.5 for an answer pair, 3.0 when the first answer pair (or the
 whole completion), with its first `\boxed{}` unwrapped, is equivalent.
 Grader (d1 evaluation): the last `\boxed{}`, else the first answer pair, equivalent to the answer.
+No generator (items come from a data file) and no wrong-answer perturbation.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from rewards.answers import ANSWER_CLOSE, ANSWER_OPEN, boxed_contents, clip, first_answer, last_boxed
 from rewards.formats import agrpo_format_terms
 from rewards.math_equiv import equivalent
+from rewards.tasks.base import nonempty_text
+from rewards.templates import agrpo_math_prompt, d1_math_prompt, question_prompt
 from rewards.types import RewardResult
 
 D1_CORRECT = 2.0
 AGRPO_CORRECT = 3.0
 D1_TAG_WEIGHT = 0.5
+
+FIELDS = ("answer",)
+COLUMNS = {"question": ("question", "problem"), "answer": ("answer",)}
+PROMPTS = {"d1": d1_math_prompt, "agrpo": agrpo_math_prompt, "plain": question_prompt}
+
+
+def check_row(found: dict[str, Any]) -> dict[str, Any]:
+    """A non-empty answer (any LaTeX), and the question as text."""
+    question = {"question": str(found["question"])} if "question" in found else {}
+    return {**found, "answer": nonempty_text(found["answer"], "answer"), **question}
 
 
 def extract_answer(text: str) -> str | None:

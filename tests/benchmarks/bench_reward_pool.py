@@ -32,15 +32,16 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import ray  # noqa: E402
 
 from common.config import RewardsConfig  # noqa: E402
-from rewards.generators import countdown_item  # noqa: E402
-from rewards.registry import CombinedReward, build_reward_fn  # noqa: E402
-from rewards.service import LocalRewardScorer, RewardScorer, RewardService  # noqa: E402
+from rewards.registry import CombinedReward, build_reward_fn, reward  # noqa: E402
+from rewards.service import RewardScorer, RewardService  # noqa: E402
 from rewards.tasks import countdown  # noqa: E402
 from rewards.types import RewardResult  # noqa: E402
+from tests.local_reward_scorer import LocalRewardScorer  # noqa: E402
 
 TIMEOUT_S = 5.0
 
 
+@reward()  # named by its dotted path below
 def costly_countdown(completion: str, reference: dict, work_ms: float = 0.0) -> RewardResult:
     """The countdown reward after `work_ms` of busy CPU work (imported by name in actors and children)."""
     deadline = time.perf_counter() + work_ms / 1000
@@ -52,9 +53,10 @@ def costly_countdown(completion: str, reference: dict, work_ms: float = 0.0) -> 
 def make_samples(count: int, seed: int = 0) -> tuple[list[str], list[dict]]:
     """Completions with a mix of correct, wrong and missing answers, plus their references."""
     rng = random.Random(f"bench-reward-pool-{seed}")
+    options = {**{name: option.default for name, option in countdown.OPTIONS.items()}, "num_numbers": [3, 4]}
     completions, references = [], []
     for i in range(count):
-        item = countdown_item(rng, num_numbers=[3, 4])
+        item = countdown.generate(rng, **options)
         reasoning = f"<reasoning>\nTry combining {', '.join(map(str, item['numbers']))}.\n</reasoning>\n"
         if i % 3 == 0:
             answer = f"<answer>\n{item['expression']} = {item['target']}\n</answer>\n"

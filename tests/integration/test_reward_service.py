@@ -19,7 +19,8 @@ import ray
 from common.config import Config, RewardsConfig
 from rewards.registry import CombinedReward, build_reward_fn
 from rewards.sandbox import SandboxedScorer
-from rewards.service import LocalRewardScorer, RewardService, create_reward_scorer
+from rewards.service import RewardService
+from tests.local_reward_scorer import LocalRewardScorer, create_reward_scorer
 
 TIMEOUT_S = 2.0
 CHAOS = "test_chaos"

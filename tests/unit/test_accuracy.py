@@ -15,7 +15,7 @@ from common.config import DataConfig, ModelConfig, load_config
 from common.errors import ConfigError, DataError
 from common.model.loading import load_policy
 from rewards.data import load_task_items
-from rewards.tasks import task_module
+from rewards.tasks import load_task
 from rollout.accuracy import eval_sampler, evaluate
 from tests.unit.model_helpers import write_toy_remote_dir
 
@@ -117,7 +117,7 @@ def test_evaluate_matches_grading_its_completions(checkpoint: Path) -> None:
     cfg = eval_sampler(8, 8, 4)
     result = evaluate(policy, items, "arithmetic", "plain", cfg, batch_size=20, seed=0, keep_outcomes=True)
     assert policy.model.training, "evaluate restores the caller's mode"
-    grade = task_module("arithmetic").grade
+    grade = load_task("arithmetic").grade
     regraded = [grade(o["completion"], item) for o, item in zip(result["outcomes"], items, strict=True)]
     assert [(o["num"], o["den"]) for o in result["outcomes"]] == regraded
     assert result["n"] == 48 and result["den"] == 48

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from rewards.generators import KEYS, count_solutions, generate, generate_split, write_jsonl
+from rewards.generators import generate, generate_split, write_jsonl
 from rewards.safe_expr import evaluate, uses_exactly
-from rewards.tasks import task_module
+from rewards.tasks import load_task
+from rewards.tasks.sudoku import count_solutions
 
 
 @pytest.mark.parametrize("task", ["countdown", "sudoku", "arithmetic"])
@@ -29,7 +30,7 @@ def test_countdown_solution_reaches_target_with_each_number_once() -> None:
         assert uses_exactly(result.literals, item["numbers"])
         assert 1 <= item["target"] <= 500
         assert all(1 <= n <= 50 for n in item["numbers"])
-        assert task_module("countdown").grade(item["completion"], item) == (1.0, 1.0)
+        assert load_task("countdown").grade(item["completion"], item) == (1.0, 1.0)
 
 
 def test_sudoku_has_unique_solution_and_chosen_blanks() -> None:
@@ -40,7 +41,7 @@ def test_sudoku_has_unique_solution_and_chosen_blanks() -> None:
         assert all(p in ("0", s) for p, s in zip(item["puzzle"], item["solution"], strict=True))
         solved = [int(c) for c in item["solution"]]
         assert count_solutions(solved) == 1 and 0 not in solved
-        correct, empty = task_module("sudoku").grade(item["completion"], item)
+        correct, empty = load_task("sudoku").grade(item["completion"], item)
         assert correct == empty == puzzle.count(0)
 
 
@@ -52,13 +53,13 @@ def test_count_solutions_sees_ambiguity() -> None:
 def test_arithmetic_answers_are_right() -> None:
     for item in generate("arithmetic", 50, seed=2, forms=["a*b-c", "a+b*c"]):
         assert evaluate(item["question"]).value == int(item["answer"])
-        assert task_module("arithmetic").grade(item["completion"], item) == (1.0, 1.0)
+        assert load_task("arithmetic").grade(item["completion"], item) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("task", ["countdown", "sudoku", "arithmetic"])
 def test_split_is_disjoint_and_eval_is_stable(task: str) -> None:
     train, evaluation = generate_split(task, 60, 20, seed=3)
-    key = KEYS[task]
+    key = load_task(task).item_key
     assert len(train) == 60 and len(evaluation) == 20
     assert len({key(i) for i in train}) == 60
     assert not {key(i) for i in train} & {key(i) for i in evaluation}

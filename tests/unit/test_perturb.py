@@ -9,9 +9,9 @@ import pytest
 from common.errors import DataError
 from rewards.answers import first_answer, parse_number
 from rewards.generators import generate
-from rewards.perturb import wrong_completion, wrong_countdown_answer, wrong_sudoku_grid
+from rewards.perturb import wrong_completion
 from rewards.safe_expr import evaluate, uses_exactly
-from rewards.tasks import countdown, sudoku, task_module
+from rewards.tasks import countdown, load_task, sudoku
 
 
 @pytest.mark.parametrize("options", [{}, {"max_number": 10, "num_numbers": [2, 3, 4]}])
@@ -29,7 +29,7 @@ def test_countdown_wrong_answers_are_valid_expressions_that_miss(options: dict) 
 
 
 def test_countdown_keeps_the_claimed_target_and_prefers_whole_numbers() -> None:
-    wrong = wrong_countdown_answer("(7+5)*2 = 24", [7, 5, 2], 24, random.Random(3))
+    wrong = countdown.wrong_answer("(7+5)*2 = 24", [7, 5, 2], 24, random.Random(3))
     lhs, rhs = wrong.split("=")
     assert rhs == " 24"
     value = evaluate(lhs).value
@@ -39,7 +39,7 @@ def test_countdown_keeps_the_claimed_target_and_prefers_whole_numbers() -> None:
 
 def test_countdown_without_any_wrong_neighbour_is_an_error() -> None:
     with pytest.raises(DataError, match="no well-formed wrong expression"):
-        wrong_countdown_answer("0*0", [0, 0], 0, random.Random(0))
+        countdown.wrong_answer("0*0", [0, 0], 0, random.Random(0))
 
 
 def test_sudoku_wrong_grids_keep_givens_and_digit_counts() -> None:
@@ -59,7 +59,7 @@ def test_sudoku_wrong_grids_keep_givens_and_digit_counts() -> None:
 def test_sudoku_with_one_blank_changes_that_cell() -> None:
     solution = "1234341221434321"
     puzzle = "0" + solution[1:]
-    wrong = wrong_sudoku_grid(solution, puzzle, random.Random(0))
+    wrong = sudoku.wrong_grid(solution, puzzle, random.Random(0))
     assert wrong[1:] == solution[1:] and wrong[0] != solution[0] and wrong[0] in "1234"
 
 
@@ -70,7 +70,7 @@ def test_arithmetic_answers_are_off_by_a_little() -> None:
         wrong = wrong_completion("arithmetic", item, rng)
         delta = parse_number(first_answer(wrong)) - parse_number(item["answer"])
         offsets.add(int(delta))
-        assert task_module("arithmetic").grade(wrong, item) == (0.0, 1.0)
+        assert load_task("arithmetic").grade(wrong, item) == (0.0, 1.0)
     assert offsets == {-2, -1, 1, 2}
 
 

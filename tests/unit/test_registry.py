@@ -6,13 +6,13 @@ import math
 import pickle
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.config import DEFAULT_RECIPE, RewardsConfig, load_config
+from common.config import DEFAULT_RECIPE, RewardsConfig, dump_config, load_config
 from common.errors import ConfigError, UserError
 from rewards import registry
 from rewards.registry import available_rewards, build_reward_fn, reward
@@ -80,25 +80,39 @@ def test_entry_point_package() -> None:
     assert scorer("a" * 100, {}).score == -1.0
 
 
-def test_dotted_path_needs_no_registration() -> None:
-    scorer = build_reward_fn(config({"name": f"{TEST_MODULE}:undecorated_length"}, modules=()))
+def test_a_marked_object_is_reached_by_its_dotted_path() -> None:
+    scorer = build_reward_fn(config({"name": f"{TEST_MODULE}:unnamed_length"}, modules=()))
     assert scorer("abc", {}).score == 3.0
-    assert scorer.labels == [f"{TEST_MODULE}:undecorated_length"]
+    assert scorer.labels == [f"{TEST_MODULE}:unnamed_length"]
+    assert registry.is_marked(plugins_for_tests.unnamed_length)
+    assert not registry.is_marked(plugins_for_tests.unmarked_length)
 
 
-def test_builtin_task_is_resolved_lazily_and_gets_the_scheme() -> None:
-    assert available_rewards()["countdown"].target == "rewards.tasks.countdown:reward"
-    reference = {"numbers": [3, 5], "target": 8}
-    d1 = build_reward_fn(config({"name": "countdown"}, modules=()))
-    agrpo = build_reward_fn(config({"name": "countdown"}, modules=(), scheme="agrpo"))
-    forced = build_reward_fn(config({"name": "countdown", "kwargs": {"scheme": "d1"}}, modules=(), scheme="agrpo"))
-    assert d1.plugins[0].kwargs == {"scheme": "d1"}
-    assert agrpo.plugins[0].kwargs == {"scheme": "agrpo"}
-    assert forced.plugins[0].kwargs == {"scheme": "d1"}
-    completion = "<answer>3 + 5 = 8</answer>"
-    assert d1(completion, reference).score == 1.0
-    assert agrpo(completion, reference).score > 3.0
-    assert forced(completion, reference).score == 1.0
+@pytest.mark.parametrize(
+    "name", ["builtins:eval", "builtins:exec", "shutil:rmtree", "subprocess:run", f"{TEST_MODULE}:unmarked_length"]
+)
+def test_an_importable_callable_that_is_not_registered_is_refused(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`builtins:eval` once ran completions as code. Resolving must neither call nor create such an object: the real
+    one is swapped for a spy that fails if touched."""
+
+    def touched(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{name} was called while being resolved")
+
+    monkeypatch.setattr(name.replace(":", "."), touched)
+    message = build_error(config({"name": name}, modules=()))
+    assert message == (
+        f"rewards.plugins[0].name = {name!r}: not a reward plugin; register it with @reward('name') in a module "
+        "listed in rewards.modules or as an entry point in the agrpo.rewards group, or mark it with @reward() to "
+        "name it by its dotted path"
+    )
+
+
+def test_the_marker_cannot_be_faked_by_an_object_that_answers_every_attribute() -> None:
+    from unittest import mock
+
+    assert not registry.is_marked(mock.sentinel.anything)
+    assert not registry.is_marked(mock.MagicMock())
+    assert registry.is_marked(plugins_for_tests.ExactMatch())  # an instance of a marked class is marked
 
 
 def test_weights_combine_and_components_are_per_plugin() -> None:
@@ -106,7 +120,7 @@ def test_weights_combine_and_components_are_per_plugin() -> None:
         config(
             {"name": "test_char_count", "weight": 2.0},
             {"name": "test_exact_match", "weight": -0.5},
-            {"name": f"{TEST_MODULE}:undecorated_length", "weight": 0.0},
+            {"name": f"{TEST_MODULE}:unnamed_length", "weight": 0.0},
         )
     )
     result = scorer("7", {"answer": "7"})
@@ -116,7 +130,7 @@ def test_weights_combine_and_components_are_per_plugin() -> None:
         "test_char_count": 1.0,
         "test_exact_match": 1.5,
         "test_exact_match/correct": 1.0,
-        f"{TEST_MODULE}:undecorated_length": 1.0,
+        f"{TEST_MODULE}:unnamed_length": 1.0,
     }
 
 
@@ -171,17 +185,17 @@ def test_decorator_rejects_a_name_that_looks_like_a_dotted_path() -> None:
 
 
 def test_decorator_clashing_with_a_builtin_is_rejected_at_build(scratch_registry: None) -> None:
-    reward("countdown")(plugins_for_tests.undecorated_length)
+    reward("countdown")(plugins_for_tests.unnamed_length)
     message = build_error(config({"name": "test_char_count"}))
     assert message == (
         "reward name 'countdown': registered twice, by built-in rewards.tasks.countdown:reward "
-        f"and @reward {TEST_MODULE}:undecorated_length"
+        f"and @reward {TEST_MODULE}:unnamed_length"
     )
 
 
 @needs_example
 def test_decorator_clashing_with_an_entry_point_is_rejected(scratch_registry: None) -> None:
-    reward("length_penalty")(plugins_for_tests.undecorated_length)
+    reward("length_penalty")(plugins_for_tests.unnamed_length)
     message = build_error(config({"name": "test_char_count"}))
     assert message.startswith("reward name 'length_penalty': registered twice, by entry point")
     assert "agrpo_example_reward.rewards:length_penalty" in message
@@ -199,7 +213,7 @@ def test_unknown_name_lists_the_available_ones() -> None:
     assert message.startswith("rewards.plugins[0].name = 'countdwn': unknown reward; available: ")
     for name in ("arithmetic", "countdown", "gsm8k", "math", "sudoku", "test_char_count", "test_chaos"):
         assert name in message
-    assert message.endswith("(or a dotted path package.module:function)")
+    assert message.endswith("(or a dotted path package.module:function to an object marked with @reward())")
 
 
 def test_wrong_signature_is_rejected() -> None:
@@ -235,7 +249,6 @@ def test_unknown_keyword_argument_is_rejected() -> None:
             f"cannot import {TEST_MODULE}:missing (AttributeError: module '{TEST_MODULE}' has no attribute 'missing')",
         ),
         ("no_function:", "a dotted path must look like package.module:function"),
-        (f"{TEST_MODULE}:NOT_CALLABLE", "is a int, not a function or a class with __call__"),
         (
             f"{TEST_MODULE}:NeedsArguments",
             "class NeedsArguments cannot be created without arguments (TypeError: "
@@ -245,6 +258,15 @@ def test_unknown_keyword_argument_is_rejected() -> None:
 )
 def test_plugin_that_cannot_be_loaded(name: str, expected: str) -> None:
     assert build_error(config({"name": name})) == f"rewards.plugins[0].name = {name!r}: {expected}"
+
+
+def test_an_entry_point_to_something_not_callable_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry point is a registration, so it needs no marker; what it points at is still checked."""
+    target = f"{TEST_MODULE}:NOT_CALLABLE"
+    fake = EntryPoint("test_not_callable", target, registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [fake] if group == registry.ENTRY_POINT_GROUP else [])
+    message = build_error(config({"name": "test_not_callable"}, modules=()))
+    assert message == "rewards.plugins[0].name = 'test_not_callable': is a int, not a function or a class with __call__"
 
 
 def test_module_that_cannot_be_imported() -> None:
@@ -285,9 +307,18 @@ def test_training_checks_rewards_and_data_before_building_anything(
     assert not (tmp_path / "run").exists()
 
 
+def _spec_names(config: Any) -> list[str]:
+    return [p.name for p in registry.RewardSpec.from_config(config.rewards, config.data.task).plugins]
+
+
 def test_reward_plugins_default_to_the_task_and_must_match_it() -> None:
-    assert [p.name for p in load_config(None, ["data.task=gsm8k"]).rewards.plugins or []] == ["gsm8k"]
-    assert [p.name for p in load_config(None, ["data.task=math"]).rewards.plugins or []] == ["math"]
+    gsm8k = load_config(None, ["data.task=gsm8k"])
+    assert gsm8k.rewards.plugins is None  # the schema keeps what it was given ...
+    assert "  plugins: null\n" in dump_config(gsm8k)
+    assert _spec_names(gsm8k) == ["gsm8k"]  # ... and the reward spec resolves "none" to the task's reward
+    assert _spec_names(load_config(None, ["data.task=math"])) == ["math"]
+    with pytest.raises(ConfigError, match="the reward of data.task needs the task"):
+        registry.RewardSpec.from_config(gsm8k.rewards)
     with pytest.raises(ConfigError, match=r"rewards.plugins.0.name = 'countdown': the built-in countdown reward"):
         load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: countdown}]"])
     with pytest.raises(ConfigError, match=r"'rewards.tasks.countdown:reward': the built-in countdown reward needs"):
@@ -295,9 +326,9 @@ def test_reward_plugins_default_to_the_task_and_must_match_it() -> None:
     with pytest.raises(ConfigError, match=r"rewards.plugins = \[\]: List should have at least 1 item"):
         load_config(None, ["rewards.plugins=[]"])
     recipe = load_config(DEFAULT_RECIPE, ["data.task=countdown", "rewards.plugins=null"])
-    assert [p.name for p in recipe.rewards.plugins or []] == ["countdown"]
+    assert recipe.rewards.plugins is None and _spec_names(recipe) == ["countdown"]
     mixed = load_config(None, ["data.task=gsm8k", "rewards.plugins=[{name: gsm8k}, {name: test_char_count}]"])
-    assert [p.name for p in mixed.rewards.plugins or []] == ["gsm8k", "test_char_count"]
+    assert _spec_names(mixed) == ["gsm8k", "test_char_count"]
 
 
 def test_a_builtin_by_dotted_path_gets_the_scheme_too() -> None:
@@ -306,7 +337,7 @@ def test_a_builtin_by_dotted_path_gets_the_scheme_too() -> None:
 
 
 def test_sandbox_startup_timeout_comes_from_the_config() -> None:
-    from rewards.service import LocalRewardScorer
+    from tests.local_reward_scorer import LocalRewardScorer
 
     scorer = LocalRewardScorer.from_config(load_config(None, ["rewards.startup_timeout_s=7.5"]), isolate=True)
     try:

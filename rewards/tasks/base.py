@@ -1,0 +1,113 @@
+"""What a task module defines, and the `Task` the rest of the system sees.
+
+A task is one module (`rewards/tasks/<name>.py`, or any importable `package.module`) with these names:
+
+| name | required | what |
+|---|---|---|
+| `FIELDS` | yes | the reference fields a row must have, e.g. `("numbers", "target")` |
+| `COLUMNS` | no | `{field: accepted column names}` for every field read from a data row, optional ones (such as `question`) included; a field not listed is read from its own column |
+| `check_row(found)` | yes | the fields found in a row (required ones present) -> the same fields checked and normalised; raises `RowError` |
+| `PROMPTS` | yes | `{template: item -> chat turns}` for some of `d1`, `agrpo`, `plain` |
+| `reward(completion, reference, scheme)` | yes | the training reward, a `RewardResult` with named components |
+| `grade(completion, reference)` | yes | the d1-protocol accuracy as (numerator, denominator), summed over a set |
+| `generate(rng, **options)` | no | one generated item: its fields, what the prompts read, and a correct `completion` |
+| `OPTIONS` | with `generate` | `{option: Option(default, help, ...)}`; `generate` takes every one as a keyword |
+| `item_key(item)` | with `generate` | what makes two generated items the same puzzle (splits are disjoint by it) |
+| `perturb(answer, item, rng)` | no | a plausible wrong answer for supervised warm-up (`sft.wrong_fraction`) |
+
+Plain module names keep a task free of classes to subclass: a third-party task imports from here
+only `RowError` and `Option`, and a reward plugin package is built the same way.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from common.config import DataConfig
+from common.errors import ConfigError, DataError
+from rewards.types import RewardResult
+
+TEMPLATES: tuple[str, ...] = get_args(DataConfig.model_fields["template"].annotation)
+_INTEGER = re.compile(r"-?\d{1,12}")
+
+Messages = list[dict[str, str]]
+
+
+class RowError(ValueError):
+    """One data row breaks a task's rule; the loader adds the file and line."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One generator option: its default, help line, the type of one value, and whether it takes a list."""
+
+    default: Any
+    help: str
+    type: type = int
+    several: bool = False
+
+    def parse(self, where: str, value: Any) -> Any:
+        """`value` (from YAML or the command line, where numbers arrive as text) as the option's type."""
+        if isinstance(value, (list, tuple)) and not self.several:
+            raise ConfigError(f"{where} = {value!r}: takes one value")
+        values = [self._one(where, v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        return values if self.several else values[0]
+
+    def _one(self, where: str, value: Any) -> Any:
+        if self.type is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+                return int(value)
+            raise ConfigError(f"{where} = {value!r}: must be an integer")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} = {value!r}: must be text")
+        return value
+
+
+def nonempty_text(value: Any, name: str) -> str:
+    """A row's text field, stripped; empty, missing or boolean is a `RowError`."""
+    if value is None or isinstance(value, bool) or str(value).strip() == "":
+        raise RowError(f"{name} {value!r} is empty")
+    return str(value).strip()
+
+
+def prompt_field(item: Mapping[str, Any], name: str) -> Any:
+    """A field a prompt needs; a file row may lack an optional one such as `question`."""
+    if item.get(name) in (None, ""):
+        raise DataError(f"item has no {name!r} field, which the prompt needs")
+    return item[name]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loaded task: the members of its module, checked once by `rewards.tasks.load_task`."""
+
+    name: str
+    module: str
+    fields: tuple[str, ...]
+    columns: Mapping[str, tuple[str, ...]]
+    check_row: Callable[[dict[str, Any]], dict[str, Any]]
+    prompts: Mapping[str, Callable[[Mapping[str, Any]], Messages]]
+    reward: Callable[..., RewardResult]
+    grade: Callable[[str, Mapping[str, Any]], tuple[float, float]]
+    generate: Callable[..., dict[str, Any]] | None = None
+    options: Mapping[str, Option] = field(default_factory=dict)
+    item_key: Callable[[dict[str, Any]], Hashable] | None = None
+    perturb: Callable[[str, dict[str, Any], random.Random], str] | None = None
+
+    @property
+    def reward_target(self) -> str:
+        """The reward as a `module:function` path: the built-in reward plugin of this task."""
+        return f"{self.module}:reward"
+
+    def messages(self, item: Mapping[str, Any], template: str) -> Messages:
+        """The chat turns of the item's prompt under `template`."""
+        prompt = self.prompts.get(template)
+        if prompt is None:
+            raise DataError(f"task {self.name}: template {template!r} not defined; it has {', '.join(self.prompts)}")
+        return prompt(item)
