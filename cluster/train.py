@@ -45,13 +45,35 @@ class RunSummary:
 RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "checkpoints", "plots")
 
 
-from rewards.registry import build_reward_fn
+def claim_run_dir(run_dir: Path, config: Config) -> None:
+    """Write config.yaml into run_dir, which must not hold another run's outputs unless resuming or overwriting."""
+    found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if found and config.checkpoint.resume == "never":
+        if not config.checkpoint.overwrite:
+            raise UserError(
+                f"run_dir {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, start over "
+                "with --overwrite (deletes them), or choose another run_dir"
+            )
+        for name in found:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(config))
+    except OSError as err:
+        raise UserError(f"run_dir {run_dir}: cannot write there ({err.strerror or err})") from None
 
 
 def open_run(config: Config) -> TrainingRun:
     """Check everything a user can get wrong before anything slow starts, then the run to enter.
 
-from rewards.registry import build_reward_fn
+    Reward plugins, training data and a checkpoint to resume from are checked in seconds, before an SFT build
+    or a cluster start, and nothing is written until they pass.
+    """
+    reward = build_reward_fn(config.rewards, config.data.task)
     items = load_task_items(config.data, "train", config.seed)
     run_dir = Path(config.run_dir)
     resume_from = find_checkpoint(config, run_dir / "checkpoints")
