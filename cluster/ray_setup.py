@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import ray
 
+from cluster import LOCAL_RAY_ON_LOOPBACK
 from common.config import ClusterConfig
 from common.errors import UserError
 
@@ -51,7 +52,12 @@ def ray_cluster(cluster: ClusterConfig) -> Iterator[None]:
                 "or unset cluster.address to run on a local cluster"
             ) from None
     else:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if not LOCAL_RAY_ON_LOOPBACK:
+            raise UserError(
+                "a local Ray cluster started now would listen on every network interface, because ray was "
+                "imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: set it in the environment, or start "
+                "a cluster yourself (`ray start --head --node-ip-address 127.0.0.1`) and set cluster.address"
+            )
         ray.init(
             num_cpus=cluster.num_cpus,
             num_gpus=cluster.num_gpus,

@@ -27,3 +27,14 @@ def test_unreachable_cluster_address_fails_with_a_clear_message() -> None:
         pass
     assert time.monotonic() - start < 20
     assert not ray.is_initialized()
+
+
+def test_no_local_cluster_when_it_would_listen_on_every_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If ray was imported before the loopback variable was set, starting a local cluster is refused."""
+    import cluster.ray_setup
+
+    monkeypatch.setattr(cluster.ray_setup, "LOCAL_RAY_ON_LOOPBACK", False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(UserError, match="would listen on every network interface"), ray_cluster(ClusterConfig()):
+        pass
+    assert not ray.is_initialized()
