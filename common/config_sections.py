@@ -209,6 +209,19 @@ class RewardsConfig(Section):
     modules: list[str] = Field(
         default_factory=list, description="Modules imported at start so their @reward decorators register."
     )
+    memory_limit_mb: int = Field(
+        8192,
+        ge=0,
+        description="Address-space limit of each sandbox child (plugins and graders) in MB; an allocation past it "
+        "fails with `memory limit`. 0 = none (needed for plugins that use CUDA, which reserves more address space).",
+    )
+    grade_timeout_s: float = Field(
+        1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="Time limit per graded item (held-out evaluation, success rate, `agrpo score`); an item past "
+        "it is graded wrong and counted as a grading timeout.",
+    )
 
 
 class DataConfig(Section):
@@ -296,6 +309,10 @@ class EvalConfig(Section):
     temperature: float = Field(0.0, ge=0.0, description="Temperature at evaluation; 0 is greedy (d1 protocol).")
     steps: int | None = Field(None, gt=0, description="Sampling steps at evaluation; none = sampler.steps.")
     batch_size: int = Field(256, gt=0, description="Sequences per evaluation forward pass.")
+    protocol: Literal["agrpo", "d1"] = Field(
+        "agrpo",
+        description="Grading protocol: `agrpo` (our graders) or `d1` (decision for decision d1's parse_and_get_acc.py).",
+    )
 
     def sampler(self, train: SamplerConfig) -> SamplerConfig:
         """The training sampler with the evaluation overrides applied (validated again)."""

@@ -30,10 +30,12 @@ def test_generate_then_score_the_generated_completions(tmp_path: Path, capsys: p
     assert summary == {
         "task": "countdown",
         "scheme": "agrpo",
+        "protocol": "agrpo",
         "accuracy": 1.0,
         "mean_reward": 3.0,
         "n": 30,
         "errors": 0,
+        "timeouts": 0,
         "correct": 30.0,
         "total": 30.0,
     }
