@@ -299,7 +299,7 @@ class MetricsConfig(Section):
 
 
 class EvalConfig(Section):
-    """Held-out accuracy during training: sampler settings that differ from training, and cadence."""
+    """Held-out accuracy during training: sampler settings that differ from training, cadence, grading protocol."""
 
     every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
     num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")

@@ -283,7 +283,7 @@ def _operand(node: ast.AST) -> Any:
 def _huge_power(base: Any, exponent: Any) -> bool:
     if not (isinstance(base, int) and isinstance(exponent, int)) or exponent <= 0 or abs(base) <= 1:
         return False
-    return exponent > MAX_POWER_BITS or exponent * abs(base).bit_length() > MAX_POWER_BITS
+    return exponent * abs(base).bit_length() > MAX_POWER_BITS
 
 
 def evaluate_equation(equation: str) -> Any:

@@ -74,8 +74,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Sample one completion per item, grade it, and return accuracy = sum(num) / sum(den).
 
-    Returns accuracy, num, den, n (items), protocol, grading_timeouts (items graded wrong because their
-    grading ran past `grade_timeout_s`), seconds (sampling, decoding and grading) and tokens_per_s
+    Returns accuracy, num, den, n (items), protocol, grading_timeouts and grading_errors (items graded
+    wrong because their grading ran past `grade_timeout_s`, or raised or crashed its child), seconds
+    (sampling, decoding and grading) and tokens_per_s
     (completion positions produced per second, EOS padding included); with `keep_outcomes`, also
     `outcomes`: per item its completion text, num and den. The same seed gives the same completions.
     The model is put in eval mode for the call and restored afterwards.
@@ -94,7 +95,7 @@ def evaluate(
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     num = den = 0.0
-    timeouts = 0
+    timeouts = errors = 0
     outcomes: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
@@ -123,6 +124,7 @@ def evaluate(
                 grades = grade_items(task, graded, items[lo : lo + len(chunk)], protocol, grade_timeout_s)
                 for text, grade in zip(texts, grades, strict=True):
                     num, den, timeouts = num + grade.num, den + grade.den, timeouts + grade.timed_out
+                    errors += grade.error is not None and not grade.timed_out
                     if keep_outcomes:
                         outcomes.append({"completion": text, "num": grade.num, "den": grade.den})
                 bar.update(len(chunk))
@@ -137,6 +139,7 @@ def evaluate(
         "n": len(items),
         "protocol": protocol,
         "grading_timeouts": timeouts,
+        "grading_errors": errors,
         "seconds": seconds,
         "tokens_per_s": len(items) * sampler_cfg.gen_length / seconds if seconds > 0 else 0.0,
     }

@@ -188,8 +188,12 @@ def _print_results(label: str, results: list[dict[str, Any]]) -> None:
     for r in results:
         print(f"  {r['steps']:>6} {r['accuracy']:>9.4f} {r['n']:>6} {r['seconds']:>8.2f} {r['tokens_per_s']:>9.1f}")
     timeouts = sum(r["grading_timeouts"] for r in results)
-    if timeouts:
-        print(f"  warning: {timeouts} completions ran past the grading time limit and count as wrong")
+    errors = sum(r["grading_errors"] for r in results)
+    if timeouts or errors:
+        print(
+            f"  warning: {timeouts} completions ran past the grading time limit and {errors} failed to grade; "
+            "they count as wrong"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -222,6 +222,7 @@ def test_evaluate_grades_under_the_chosen_protocol() -> None:
     assert (ours["protocol"], theirs["protocol"]) == ("agrpo", "d1")
     assert ours["den"] == theirs["den"] == sum(item["puzzle"].count("0") for item in items)
     assert ours["grading_timeouts"] == theirs["grading_timeouts"] == 0
+    assert ours["grading_errors"] == theirs["grading_errors"] == 0
 
 
 def test_a_protocol_without_the_task_fails_before_sampling(capsys: pytest.CaptureFixture) -> None:
