@@ -1,8 +1,9 @@
 """Plugin calls in a child process that can be killed, each bounded by a timeout and a memory limit.
 
 A thread cannot be stopped, and a plugin can hang, crash the interpreter or call `os._exit`; only a
-separate process can be killed and replaced. The child is started with `spawn` (no fork of a
-process that holds Ray's threads) and receives a *job*, not functions: plain data from which it
+separate process can be killed and replaced. The child is started with `spawn`, or forked from
+multiprocessing's fork server (the graders, whose server holds math-verify warm), never forked from a
+process that holds Ray's threads. It receives a *job*, not functions: plain data from which it
 imports and builds what it calls (the reward plugins by name, or a task's grader), so nothing
 unpicklable ever crosses.
 
