@@ -212,8 +212,8 @@ class RewardsConfig(Section):
     memory_limit_mb: int = Field(
         8192,
         ge=0,
-        description="Address-space limit of each sandbox child (plugins and graders) in MB; an allocation past it "
-        "fails with `memory limit`. 0 = none (needed for plugins that use CUDA, which reserves more address space).",
+        description="Address-space limit in MB of each reward sandbox child; an allocation past it fails with "
+        "`memory limit`. 0 = none (for plugins that use CUDA, which reserves far more address space than it uses).",
     )
     grade_timeout_s: float = Field(
         1.0,
