@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from cluster.staleness import StalenessManager
+from common.config import Config
 from common.metrics import RoleMetrics
 from common.record import RolloutGroup
 from common.weight_sync import SyncStats
-from rewards.tasks import load_task
+from rewards.grading import grade_all
 
 
 class StageTimer:
@@ -40,10 +41,12 @@ class StageTimer:
             self.metrics.observe("agrpo_driver_stage_seconds", elapsed, {"stage": stage})
 
 
-def success_rate(task: str, groups: list[RolloutGroup]) -> float:
-    """Accuracy of the training samples themselves under the task's grader (the collapse guard's signal)."""
-    grade = load_task(task).grade
-    parts = [grade(text, g.reference) for g in groups for text in g.texts]
+def success_rate(task: str, groups: list[RolloutGroup], grade_timeout_s: float) -> float:
+    """Accuracy of the training samples themselves under the task's grader (the collapse guard's signal),
+    graded in the time-limited grading child: model output can make a grader compute for minutes."""
+    texts = [text for g in groups for text in g.texts]
+    references = [g.reference for g in groups for _ in g.texts]
+    parts = grade_all(task, texts, references, timeout_s=grade_timeout_s)
     den = sum(d for _, d in parts)
     return sum(n for n, _ in parts) / den if den else float("nan")
 
@@ -63,7 +66,7 @@ def learner_fields(ranks: list[dict[str, float]]) -> dict[str, float]:
 
 def step_line(
     step: int,
-    task: str,
+    config: Config,
     groups: list[RolloutGroup],
     ranks: list[dict[str, float]],
     skipped: str | None,
@@ -79,7 +82,7 @@ def step_line(
         "prompts": [g.prompt_index for g in groups],
         "reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
         "reward_std": float(rewards.std()) if rewards.size else float("nan"),
-        "success_rate": success_rate(task, groups),
+        "success_rate": success_rate(config.data.task, groups, config.rewards.grade_timeout_s),
         **(learner_fields(ranks) if ranks else {"skipped": skipped}),
         "staleness_mean": float(np.mean([learner_version - g.weight_version for g in groups])) if groups else 0.0,
         "groups": len(groups),

@@ -106,9 +106,7 @@ def run_steps(run: TrainingRun) -> None:
             synced = run.broadcaster.broadcast()  # learner rank 0 -> every RolloutWorker
         steps_done = step + 1
         last = steps_done in (total, cfg.checkpoint.stop_at)
-        line = step_line(
-            step, cfg.data.task, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer
-        )
+        line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer)
         collapsed = run.guard.update(line["success_rate"])
         run.record(line)
         if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:

@@ -213,6 +213,19 @@ class RewardsConfig(Section):
     modules: list[str] = Field(
         default_factory=list, description="Modules imported at start so their @reward decorators register."
     )
+    memory_limit_mb: int = Field(
+        8192,
+        ge=0,
+        description="Address-space limit in MB of each reward sandbox child; an allocation past it fails with "
+        "`memory limit`. 0 = none (for plugins that use CUDA, which reserves far more address space than it uses).",
+    )
+    grade_timeout_s: float = Field(
+        1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="Time limit per graded item (held-out evaluation, success rate, `agrpo score`); an item past "
+        "it is graded wrong and counted as a grading timeout.",
+    )
 
 
 class DataConfig(Section):
@@ -302,7 +315,7 @@ class MetricsConfig(Section):
 
 
 class EvalConfig(Section):
-    """Held-out accuracy during training: sampler settings that differ from training, and cadence."""
+    """Held-out accuracy during training: sampler settings that differ from training, cadence, grading protocol."""
 
     every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
     num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")
@@ -312,6 +325,10 @@ class EvalConfig(Section):
     temperature: float = Field(0.0, ge=0.0, description="Temperature at evaluation; 0 is greedy (d1 protocol).")
     steps: int | None = Field(None, gt=0, description="Sampling steps at evaluation; none = sampler.steps.")
     batch_size: int = Field(256, gt=0, description="Sequences per evaluation forward pass.")
+    protocol: Literal["agrpo", "d1"] = Field(
+        "agrpo",
+        description="Grading protocol: `agrpo` (our graders) or `d1` (decision for decision d1's parse_and_get_acc.py).",
+    )
 
     def sampler(self, train: SamplerConfig) -> SamplerConfig:
         """The training sampler with the evaluation overrides applied (validated again)."""

@@ -1,8 +1,9 @@
 """Text to token ids and back, one rule for every role.
 
 Prompts are encoded without special tokens (the chat template, when there is one, already wrote them).
-A completion is decoded up to its first EOS with special tokens dropped, as d1's evaluation and TRL's
-GRPO trainer decode; the training reward and the held-out grader therefore read the same text.
+A completion is decoded up to its first EOS with special tokens dropped, as TRL's GRPO trainer (which d1
+trains with) decodes; the training reward and our held-out grader therefore read the same text. (d1's own
+evaluation script decodes the whole window with special tokens; `--protocol d1` does that, rewards/grading.py.)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Both the in-process scorer and the sandbox child call plugins through `call_plugin`, so a plugin is
 judged by the same rules wherever it runs: an exception, a non-finite score, a value that is not a
-number, or a plugin-reported error all become score 0 with a reason. `combine` then applies the
+number, a plugin-reported error, or running out of memory all become score 0 with a reason. `combine` then applies the
 weights; one failed plugin fails the whole sample (score 0), because partial credit from the
 plugins that did run (say, format without correctness) would be a reward the config never asked for.
 """
@@ -21,6 +21,8 @@ from rewards.types import RewardResult
 ERROR_MAX_CHARS = 300
 TIMEOUT = "timeout"
 NON_FINITE = "non-finite score"
+OUT_OF_MEMORY = "out of memory (MemoryError)"
+"""A plugin's MemoryError; the sandbox child, which runs under a memory limit, names the limit instead."""
 
 
 @dataclass
@@ -85,6 +87,8 @@ def call_plugin(
     start = time.perf_counter()
     try:
         value = fn(completion, reference, **kwargs)
+    except MemoryError:
+        return PluginOutcome.failed(OUT_OF_MEMORY, time.perf_counter() - start)
     except Exception as exc:
         return PluginOutcome.failed(describe_exception(exc), time.perf_counter() - start)
     latency = time.perf_counter() - start

@@ -26,7 +26,7 @@ from common.config import Config
 from rewards.metrics import RayRewardMetrics, RewardStats
 from rewards.outcomes import PluginOutcome
 from rewards.registry import CombinedReward, build_reward_fn
-from rewards.sandbox import STARTUP_TIMEOUT_S, SandboxedScorer
+from rewards.sandbox import DEFAULT_MEMORY_LIMIT_MB, STARTUP_TIMEOUT_S, SandboxedScorer
 from rewards.types import RewardResult
 
 NAME_RETRY_S = 10.0
@@ -61,10 +61,16 @@ class RewardActor:
     """One pool member: a sandbox child for the plugin calls, counters, and the Ray metrics."""
 
     def __init__(
-        self, combined: CombinedReward, timeout_s: float, startup_timeout_s: float = STARTUP_TIMEOUT_S
+        self,
+        combined: CombinedReward,
+        timeout_s: float,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
     ) -> None:
         self._combined = combined
-        self._sandbox = SandboxedScorer(combined, timeout_s, startup_timeout_s=startup_timeout_s)
+        self._sandbox = SandboxedScorer(
+            combined, timeout_s, startup_timeout_s=startup_timeout_s, memory_limit_mb=memory_limit_mb
+        )
         self._stats = RewardStats()
         self._metrics = RayRewardMetrics()
 
@@ -104,10 +110,12 @@ class RewardService:
         name_prefix: str = "reward",
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         max_attempts: int = 3,
+        memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
     ) -> None:
         self._combined = combined
         self._timeout_s = timeout_s
         self._startup_timeout_s = startup_timeout_s
+        self._memory_limit_mb = memory_limit_mb
         self._num_cpus = num_cpus
         self._name_prefix = name_prefix
         self.max_attempts = max_attempts
@@ -135,6 +143,7 @@ class RewardService:
             timeout_s=config.rewards.timeout_s,
             num_cpus=config.cluster.cpus_per_reward_actor,
             startup_timeout_s=config.rewards.startup_timeout_s,
+            memory_limit_mb=config.rewards.memory_limit_mb,
         )
 
     @property
@@ -149,7 +158,7 @@ class RewardService:
         while True:
             try:
                 return self._actor_class.options(name=name, num_cpus=self._num_cpus, max_restarts=0).remote(
-                    self._combined, self._timeout_s, self._startup_timeout_s
+                    self._combined, self._timeout_s, self._startup_timeout_s, self._memory_limit_mb
                 )
             except ValueError:
                 if time.monotonic() > deadline:

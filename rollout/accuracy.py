@@ -2,8 +2,11 @@
 
 The d1 protocol samples one completion per item (in the papers: 256 tokens, block 32, gen_length/2
 steps, `low_confidence` remasking, temperature 0), decodes it up to the first EOS without special tokens,
-and grades it with the task's `grade`, which returns (numerator, denominator); the accuracy of the set
-is sum(numerators) / sum(denominators), so Sudoku counts cells and the other tasks count items.
+and grades it, which gives (numerator, denominator); the accuracy of the set is sum(numerators) /
+sum(denominators), so Sudoku counts cells and the other tasks count items. Grading runs in the
+time-limited grading child (`rewards.grading`) under either protocol: `agrpo` (our graders) or `d1`
+(d1's own parser, which reads the whole completion window decoded with its special tokens, as d1's
+eval.py hands it over).
 
 `evaluate` has no printing and no file output: the `agrpo eval` command and the training driver's
 periodic evaluation (inside a rollout worker) both call it.
@@ -24,7 +27,7 @@ from common.config import SamplerConfig, format_validation_error
 from common.errors import ConfigError
 from common.model.loading import Policy, mask_predictor_logits
 from common.text import decode_completion, encode_text
-from rewards.tasks import load_task
+from rewards.grading import GRADE_TIMEOUT_S, grade_function, grade_items
 from rewards.templates import render_prompt
 from rollout.sampler import sample
 
@@ -66,17 +69,21 @@ def evaluate(
     seed: int,
     progress: bool = False,
     keep_outcomes: bool = False,
+    protocol: str = "agrpo",
+    grade_timeout_s: float = GRADE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Sample one completion per item, grade it, and return accuracy = sum(num) / sum(den).
 
-    Returns accuracy, num, den, n (items), seconds (sampling, decoding and grading) and tokens_per_s
+    Returns accuracy, num, den, n (items), protocol, grading_timeouts and grading_errors (items graded
+    wrong because their grading ran past `grade_timeout_s`, or raised or crashed its child), seconds
+    (sampling, decoding and grading) and tokens_per_s
     (completion positions produced per second, EOS padding included); with `keep_outcomes`, also
     `outcomes`: per item its completion text, num and den. The same seed gives the same completions.
     The model is put in eval mode for the call and restored afterwards.
     """
     if not items:
         raise ValueError("evaluate() needs at least one item")
-    grade = load_task(task).grade
+    grade_function(task, protocol)  # an unknown task or protocol fails before any sampling
     tokenizer = policy.tokenizer
     prompts = [
         encode_text(tokenizer, render_prompt(task, item, template, tokenizer), f"{task} item {i} prompt")
@@ -88,6 +95,7 @@ def evaluate(
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     num = den = 0.0
+    timeouts = errors = 0
     outcomes: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
@@ -111,12 +119,14 @@ def evaluate(
                     banned_ids=policy.banned_ids,
                     logits_fn=lambda ids, mask: mask_predictor_logits(policy, ids, mask),
                 )
-                for offset, row in enumerate(batch.completion_ids):
-                    text = decode_completion(tokenizer, row, policy.eos_id)
-                    n, d = grade(text, items[lo + offset])
-                    num, den = num + n, den + d
+                texts = [decode_completion(tokenizer, row, policy.eos_id) for row in batch.completion_ids]
+                graded = texts if protocol == "agrpo" else [_d1_decoded(tokenizer, row) for row in batch.completion_ids]
+                grades = grade_items(task, graded, items[lo : lo + len(chunk)], protocol, grade_timeout_s)
+                for text, grade in zip(texts, grades, strict=True):
+                    num, den, timeouts = num + grade.num, den + grade.den, timeouts + grade.timed_out
+                    errors += grade.error is not None and not grade.timed_out
                     if keep_outcomes:
-                        outcomes.append({"completion": text, "num": n, "den": d})
+                        outcomes.append({"completion": text, "num": grade.num, "den": grade.den})
                 bar.update(len(chunk))
                 bar.set_postfix(accuracy=f"{num / den if den else 0.0:.3f}", refresh=False)
     finally:
@@ -127,9 +137,17 @@ def evaluate(
         "num": num,
         "den": den,
         "n": len(items),
+        "protocol": protocol,
+        "grading_timeouts": timeouts,
+        "grading_errors": errors,
         "seconds": seconds,
         "tokens_per_s": len(items) * sampler_cfg.gen_length / seconds if seconds > 0 else 0.0,
     }
     if keep_outcomes:
         result["outcomes"] = outcomes
     return result
+
+
+def _d1_decoded(tokenizer: Any, ids: Any) -> str:
+    """The completion as d1's eval.py hands it to its parser: the whole window, special tokens kept."""
+    return tokenizer.decode(ids.tolist(), skip_special_tokens=False)

@@ -145,4 +145,14 @@ class RolloutWorker:
             raise NoWeightsError(f"rollout-{self.index} has no weights from the learner yet")
         cfg = SamplerConfig.model_validate(sampler)
         data = self.config.data
-        return evaluate(self.policy, items, data.task, data.template, cfg, cfg.batch_size, seed)
+        return evaluate(
+            self.policy,
+            items,
+            data.task,
+            data.template,
+            cfg,
+            cfg.batch_size,
+            seed,
+            protocol=self.config.evaluation.protocol,
+            grade_timeout_s=self.config.rewards.grade_timeout_s,
+        )

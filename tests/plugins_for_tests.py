@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from rewards.registry import reward
@@ -113,3 +115,23 @@ class AsyncCall:
 
     async def __call__(self, completion: str, reference: dict[str, Any]) -> float:
         return 0.0
+
+
+@reward("test_spawns_grandchild")
+def spawns_grandchild(completion: str, reference: dict[str, Any]) -> float:
+    """Starts a long `sleep` (its pid written to `reference["pid_file"]`), then hangs unless `reference["hang"]`
+    is false, in which case it returns and leaves the `sleep` running."""
+    sleeper = subprocess.Popen(["sleep", "300"])
+    Path(reference["pid_file"]).write_text(str(sleeper.pid))
+    while reference.get("hang", True):
+        time.sleep(3600)
+    return 1.0
+
+
+@reward("test_allocates")
+def allocates(completion: str, reference: dict[str, Any]) -> float:
+    """Reserves `reference["gigabytes"]` GB in one block, never touched (so it costs no RAM where it is allowed)."""
+    import numpy as np
+
+    block = np.empty(int(reference["gigabytes"] * 1024**3), dtype=np.uint8)
+    return float(block.size > 0)

@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--steps", default=None, help="Comma-separated step counts, e.g. 8,16 (default gen length / 2)."
     )
     parser.add_argument("--remasking", default="low_confidence", help="low_confidence, random or entropy.")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        help="Grading protocol: agrpo (our graders) or d1 (d1's eval/parse_and_get_acc.py, decision for decision); "
+        "default evaluation.protocol of --config, else agrpo.",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature (0 = greedy).")
     parser.add_argument(
         "--n", type=int, default=None, help=f"Items (default: all of --data, {DEFAULT_GENERATED_ITEMS} generated)."
@@ -88,7 +94,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     """
     from common.config import Config, load_config
     from common.errors import UserError
-    from rewards.tasks import load_task
+    from rewards.grading import grade_function
     from rewards.tasks.base import TEMPLATES
     from rollout.accuracy import eval_sampler
 
@@ -96,7 +102,9 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     if args.task is None and args.config is None:
         raise UserError("--task: required (or --config FILE naming data.task)")
     args.task = args.task or config.data.task
-    load_task(args.task)
+    args.protocol = args.protocol or config.evaluation.protocol
+    args.grade_timeout_s = config.rewards.grade_timeout_s
+    grade_function(args.task, args.protocol)  # an unknown task, or d1 for a task d1 never graded
     args.template = args.template or config.data.template
     if args.template not in TEMPLATES:
         raise UserError(f"--template {args.template!r}: must be one of {', '.join(TEMPLATES)}")
@@ -158,7 +166,18 @@ def _evaluate_checkpoint(
     policy = load_policy(model.model_copy(update={"path": checkpoint}), device=device, seed=args.seed)
     results = []
     for cfg in samplers:
-        out = evaluate(policy, items, args.task, args.template, cfg, args.batch_size, args.seed, progress=True)
+        out = evaluate(
+            policy,
+            items,
+            args.task,
+            args.template,
+            cfg,
+            args.batch_size,
+            args.seed,
+            progress=True,
+            protocol=args.protocol,
+            grade_timeout_s=args.grade_timeout_s,
+        )
         results.append({"steps": cfg.steps, **out})
     return results
 
@@ -168,6 +187,13 @@ def _print_results(label: str, results: list[dict[str, Any]]) -> None:
     print(f"  {'steps':>6} {'accuracy':>9} {'n':>6} {'seconds':>8} {'tokens/s':>9}")
     for r in results:
         print(f"  {r['steps']:>6} {r['accuracy']:>9.4f} {r['n']:>6} {r['seconds']:>8.2f} {r['tokens_per_s']:>9.1f}")
+    timeouts = sum(r["grading_timeouts"] for r in results)
+    errors = sum(r["grading_errors"] for r in results)
+    if timeouts or errors:
+        print(
+            f"  warning: {timeouts} completions ran past the grading time limit and {errors} failed to grade; "
+            "they count as wrong"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         "task": args.task,
         "data": source,
         "template": args.template,
+        "protocol": args.protocol,
         "n": len(items),
         "settings": {
             "gen_length": args.gen_length,
@@ -191,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "seed": args.seed,
             "device": device,
+            "grade_timeout_s": args.grade_timeout_s,
         },
         "results": _evaluate_checkpoint(model, args.checkpoint, items, samplers, args, device),
     }

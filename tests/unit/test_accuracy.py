@@ -12,7 +12,7 @@ import yaml
 
 import cluster.cli as cli
 from common.config import DataConfig, ModelConfig, load_config
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError, UserError
 from common.model.loading import load_policy
 from rewards.data import load_task_items
 from rewards.tasks import load_task
@@ -211,3 +211,32 @@ def test_remote_code_checkpoint_evaluates_with_the_flag(tmp_path: Path, capsys: 
     code, _, _ = _eval([*args, "--output", str(tmp_path / "ev"), "--trust-remote-code", "--logits-shift"], capsys)
     assert code == 0
     assert json.loads((tmp_path / "ev" / "eval.json").read_text())["results"][0]["n"] == 4
+
+
+def test_evaluate_grades_under_the_chosen_protocol() -> None:
+    """d1's Sudoku parser reads the whole window with its special tokens; the count is over the same cells."""
+    policy = load_policy(ModelConfig(path="tiny"))
+    items = load_task_items(DataConfig(task="sudoku", num_eval=4), "eval", 0)
+    ours = evaluate(policy, items, "sudoku", "plain", eval_sampler(32, 32, 8), 4, 0)
+    theirs = evaluate(policy, items, "sudoku", "plain", eval_sampler(32, 32, 8), 4, 0, protocol="d1")
+    assert (ours["protocol"], theirs["protocol"]) == ("agrpo", "d1")
+    assert ours["den"] == theirs["den"] == sum(item["puzzle"].count("0") for item in items)
+    assert ours["grading_timeouts"] == theirs["grading_timeouts"] == 0
+    assert ours["grading_errors"] == theirs["grading_errors"] == 0
+
+
+def test_a_protocol_without_the_task_fails_before_sampling(capsys: pytest.CaptureFixture) -> None:
+    policy = load_policy(ModelConfig(path="tiny"))
+    with pytest.raises(UserError, match=r"protocol 'd1' with task 'arithmetic'"):
+        evaluate(
+            policy,
+            [{"question": "1+1", "answer": "2"}],
+            "arithmetic",
+            "plain",
+            eval_sampler(8, 8, 4),
+            1,
+            0,
+            protocol="d1",
+        )
+    code, _, err = _eval(["--checkpoint", "tiny", "--task", "arithmetic", "--protocol", "d1"], capsys)
+    assert code == 2 and "d1's evaluation parser grades only" in err and err.count("\n") == 1

@@ -30,10 +30,12 @@ def test_generate_then_score_the_generated_completions(tmp_path: Path, capsys: p
     assert summary == {
         "task": "countdown",
         "scheme": "agrpo",
+        "protocol": "agrpo",
         "accuracy": 1.0,
         "mean_reward": 3.0,
         "n": 30,
         "errors": 0,
+        "timeouts": 0,
         "correct": 30.0,
         "total": 30.0,
     }
@@ -110,3 +112,53 @@ def test_generate_splits_are_disjoint(tmp_path: Path) -> None:
     train = {json.loads(line)["puzzle"] for line in (tmp_path / "t.jsonl").read_text().splitlines()}
     evaluation = {json.loads(line)["puzzle"] for line in (tmp_path / "e.jsonl").read_text().splitlines()}
     assert len(train) == 40 and len(evaluation) == 10 and not train & evaluation
+
+
+def test_grading_past_the_time_limit_is_scored_wrong_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = _rows(
+        tmp_path / "m.jsonl",
+        [
+            {"completion": "\\boxed{x^{25}+1}", "answer": "1+x^{25}"},
+            {"completion": "\\boxed{9^{9^{9^{9}}}}", "answer": "1"},
+            {"completion": "\\boxed{\\frac12}", "answer": "0.5"},
+        ],
+    )
+    argv = ["score", "--task", "math", "--input", str(path), "--grade-timeout", "0.5", "--json"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["n"], summary["errors"], summary["timeouts"]) == (3, 0, 1)
+    assert (summary["correct"], summary["total"]) == (2.0, 3.0)
+    assert f"{path}:2: grading ran past 0.5 s; scored as wrong" in captured.err
+    assert "1 of 3 rows ran past the 0.5 s grading limit" in captured.err
+
+
+def test_protocol_d1_reads_as_d1s_parser(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """No box: d1 compares the whole completion (wrong), ours reads the answer pair (right)."""
+    path = _rows(tmp_path / "m.jsonl", [{"completion": "<answer>5</answer>", "answer": "5"}])
+    accuracy = {}
+    for protocol in ("agrpo", "d1"):
+        assert cli.main(["score", "--task", "math", "--input", str(path), "--protocol", protocol, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["protocol"] == protocol
+        accuracy[protocol] = summary["accuracy"]
+    assert accuracy == {"agrpo": 1.0, "d1": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--task", "arithmetic", "--protocol", "d1"], "d1's evaluation parser grades only gsm8k, math, countdown"),
+        (["--task", "gsm8k", "--grade-timeout", "0"], "--grade-timeout 0: must be a positive number of seconds"),
+        (["--task", "gsm8k", "--grade-timeout", "nan"], "--grade-timeout nan: must be a positive number of seconds"),
+    ],
+)
+def test_bad_protocol_or_limit_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
+    path = _rows(tmp_path / "a.jsonl", [{"completion": "<answer>1</answer>", "answer": "1"}])
+    assert cli.main(["score", "--input", str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

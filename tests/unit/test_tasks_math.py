@@ -1,4 +1,8 @@
-"""MATH: boxed extraction, equivalence (math-verify + normalisation), reward schemes, hostile input."""
+"""MATH: boxed extraction, equivalence (math-verify + normalisation), reward schemes, hostile input.
+
+Hostile answers go through the time-limited grading child (`rewards.grading`), as in every real path:
+`equivalent` itself has no time bound, so calling the grader directly on them would hang the test.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,13 @@ import json
 
 import pytest
 
-from rewards.math_equiv import as_rational, equivalent, normalise, safe_for_sympy
+from common.config import RewardsConfig
+from rewards.grading import TimedGrader
+from rewards.math_equiv import as_rational, equivalent, normalise
+from rewards.registry import build_reward_fn
+from rewards.sandbox import SandboxedScorer
 from rewards.tasks import math as math_task
-from tests.unit.reward_helpers import finishes, shared_file
+from tests.unit.reward_helpers import shared_file
 
 
 @pytest.mark.parametrize(
@@ -27,6 +35,9 @@ from tests.unit.reward_helpers import finishes, shared_file
         ("\\$18", "18"),
         ("x^2+1", "1+x^2"),
         ("1,234", "1234"),
+        ("x^{25}+1", "1+x^{25}"),
+        ("\\sinh(0)", "0"),
+        ("(x+1)^{21}", "(1+x)^{21}"),
     ],
 )
 def test_equivalent_forms(pred: str, gold: str) -> None:
@@ -119,30 +130,57 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def warm_math_verify() -> None:
-    """Import SymPy and math-verify once, so the one-second deadline below times the grading alone."""
-    assert math_task.grade("\\boxed{x+1}", {"answer": "1+x"}) == (1.0, 1.0)
+ISSUE_13 = [
+    "9^\\left(999999999\\right)",
+    "99999999\\,!",
+    "99999999\\!!",
+    "(a+b+c+d+e+f+g+h)^{20}",
+    "\\int 1/(x^5+x+1) dx",
+    "\\sqrt{\\sqrt{\\sqrt{\\sqrt{\\sqrt{\\sqrt{\\sqrt{\\sqrt{2}}}}}}}}",
+]
+TRUE_PAIRS = [("x^{25}+1", "1+x^{25}"), ("\\sinh(0)", "0"), ("(x+1)^{21}", "(1+x)^{21}")]
+SWEEP_TIMEOUT_S = 0.25
+"""Stricter than the 1 s default, so each hostile item is bounded well under the issue's second."""
 
 
-@pytest.mark.parametrize("answer", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_answers_score_zero_without_hanging(answer: str, warm_math_verify: None) -> None:
-    ref = {"answer": "1"}
-    for completion in (f"\\boxed{{{answer}}}", f"<answer>{answer}</answer>", answer):
-        assert finishes(math_task.grade, completion, ref) == (0.0, 1.0)
-        assert finishes(math_task.reward, completion, ref, "d1").components["correct"] == 0.0
-        assert finishes(math_task.reward, completion, ref, "agrpo").components["correct"] == 0.0
+def test_hostile_answers_are_graded_wrong_within_the_time_limit() -> None:
+    """Every hostile answer, boxed (where the grader reads it), graded wrong: finished, or stopped at the limit."""
+    completions = [f"\\boxed{{{a}}}" for a in HOSTILE + ISSUE_13]
+    with TimedGrader("math", timeout_s=SWEEP_TIMEOUT_S) as grader:
+        grades = grader.grade(completions, [{"answer": "1"}] * len(completions))
+        timeouts = grader.timeouts
+    assert all((g.num, g.den) == (0.0, 1.0) for g in grades)
+    assert all(g.error is None or g.timed_out for g in grades), {g.error for g in grades}
+    assert timeouts == sum(g.timed_out for g in grades) > 0
 
 
-def test_guard_flags_what_sympy_would_blow_up_on() -> None:
-    assert not safe_for_sympy("10**10**10")
-    assert not safe_for_sympy("2^{10000}")
-    assert safe_for_sympy("x^{2}+2^{10}")
-    assert safe_for_sympy("5!")
-    assert safe_for_sympy("x^8 + x^7 + x^6 + x^5 + x^4 + x^3 + x^2 + x + 1")
-    assert safe_for_sympy("(x^{2}+1)^{3}")
-    assert not safe_for_sympy("((10^{100})^{100})^{100}")
-    assert safe_for_sympy("(10^{10})^{10}")
+def test_hostile_gold_answers_time_out_and_true_answers_still_pass_afterwards() -> None:
+    """Hostile gold answers at the default limit, between true pairs that must still pass in the children
+    that replace the killed ones."""
+    completions, references = [], []
+    for hostile, (pred, gold) in zip(ISSUE_13[:4:2], TRUE_PAIRS[:2], strict=True):
+        completions += ["\\boxed{1}", f"\\boxed{{{pred}}}"]
+        references += [{"answer": hostile}, {"answer": gold}]
+    completions.append(f"\\boxed{{{TRUE_PAIRS[2][0]}}}")
+    references.append({"answer": TRUE_PAIRS[2][1]})
+    with TimedGrader("math") as grader:
+        grades = grader.grade(completions, references)
+    assert [(g.num, g.den) for g in grades] == [(0.0, 1.0), (1.0, 1.0), (0.0, 1.0), (1.0, 1.0), (1.0, 1.0)]
+    assert [g.timed_out for g in grades] == [True, False, True, False, False]
+
+
+def test_hostile_rewards_score_zero_in_the_reward_sandbox() -> None:
+    """The training reward of hostile answers: scored 0 (stopped at the limit, or wrong), never a hang."""
+    completions = [f"<answer>\\boxed{{{a}}}</answer>" for a in ISSUE_13[:2]]
+    for scheme in ("d1", "agrpo"):
+        scorer = build_reward_fn(RewardsConfig(plugins=[{"name": "math"}], scheme=scheme))
+        sandbox = SandboxedScorer(scorer, timeout_s=SWEEP_TIMEOUT_S)
+        try:
+            outcomes = sandbox.score([(c, {"answer": "1"}) for c in completions])
+        finally:
+            sandbox.close()
+        assert all(o[0].timed_out or o[0].components["correct"] == 0.0 for o in outcomes)
+        assert any(o[0].timed_out for o in outcomes)
 
 
 def test_real_rows_match_themselves_and_not_their_neighbours() -> None:
