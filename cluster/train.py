@@ -108,7 +108,7 @@ def run_steps(run: TrainingRun) -> None:
         last = steps_done in (total, cfg.checkpoint.stop_at)
         line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer)
         collapsed = run.guard.update(line["success_rate"])
-        run.record(line)
+        run.log_step(line)
         if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:
             run.checkpoint(steps_done)
         run.evaluate_if_pending(steps_done)

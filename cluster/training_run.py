@@ -151,7 +151,7 @@ class TrainingRun:
             self.stream(recover=True)
         return self.rewards.scored(self.rollouts.groups(batch))
 
-    def record(self, line: dict[str, Any]) -> None:
+    def log_step(self, line: dict[str, Any]) -> None:
         """A step's metrics line to metrics.jsonl, the progress bar and the gauges."""
         done = int(line["step"])
         if done % self.config.metrics.log_every == 0 or done == self.config.learner.steps:
