@@ -103,6 +103,14 @@ class Config(Section):
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
             )
+        tiny = self.model.tiny
+        builds_tiny = self.model.path == "tiny" or self.model.build_if_missing == "sft"
+        if builds_tiny and tiny.attention == "block_causal" and self.sampler.block_length != tiny.block_size:
+            # The sampler's blocks must be the model's attention blocks, or no cache can be exact.
+            raise ValueError(
+                f"sampler.block_length = {self.sampler.block_length}: must equal model.tiny.block_size = "
+                f"{tiny.block_size} for a block_causal model"
+            )
         if self.rewards.plugins is None:
             self.rewards.plugins = [RewardPluginConfig(name=self.data.task)]
         _check_task_rewards(self)

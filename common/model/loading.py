@@ -1,8 +1,11 @@
 """Turn `model.*` config into a ready policy: the built-in tiny model, or a local checkpoint directory.
 
-Three kinds of directory load:
-- `model_type: "llada"` (the public LLaDA checkpoints, and everything `save_policy` writes): into the
-  native `LLaDAModelLM`, whether or not the directory ships LLaDA's own modeling code (never imported);
+Four kinds of directory load:
+- `model_type: "llada"` (the public LLaDA checkpoints, and everything `save_policy` writes for the tiny
+  model, full or block-causal): into the native `LLaDAModelLM`, whether or not the directory ships LLaDA's
+  own modeling code (never imported);
+- block-diffusion checkpoints (SDAR, TraDo, Fast-dLLM v2, and block models we saved): into transformers'
+  Qwen3 / Qwen2 classes, without their own code (common/model/block_families.py);
 - a directory whose config.json has `auto_map` (e.g. Dream): its own modeling code, only with
   `model.trust_remote_code=true`, because importing it runs that code;
 - any other model type transformers knows: through the Auto classes.
@@ -35,6 +38,8 @@ from transformers.utils import logging as hf_logging
 
 from common.config import ModelConfig
 from common.errors import CheckpointError
+from common.model.block_families import block_config, block_family
+from common.model.block_mask import block_spec, plain_block_mask
 from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
 from common.model.tiny import build_tiny_model
 from common.model.tokenizer import build_tiny_tokenizer
@@ -106,7 +111,9 @@ def load_policy(
     model = model.to(device=device, dtype=torch_dtype)
     mask_id, eos_id, pad_id = _special_ids(model, tokenizer, model_cfg.path)
     banned = (mask_id,) if pad_id == eos_id else (mask_id, pad_id)
-    return Policy(model, tokenizer, mask_id, eos_id, pad_id, banned, model_cfg.logits_shift)
+    spec = block_spec(model)
+    shift = model_cfg.logits_shift or (spec is not None and spec.shift)
+    return Policy(model, tokenizer, mask_id, eos_id, pad_id, banned, shift)
 
 
 def save_policy(policy: Policy, directory: str | Path) -> None:
@@ -120,6 +127,8 @@ def mask_predictor_logits(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     logits_shift: bool | None = None,
+    position_ids: torch.Tensor | None = None,
+    cache: Any = None,
 ) -> torch.Tensor:
     """Logits (B, S, V) where row j scores the token at position j, for any loaded model.
 
@@ -131,15 +140,31 @@ def mask_predictor_logits(
 
     `attention_mask` (B, S) marks real tokens. The native model takes it as is. Other models get it in the
     form Dream's sampler passes: a boolean (B, 1, S, S) mask and positions that count real tokens. Each query
-    may see every real key, so padded rows stay finite (an all-false row would make SDPA return NaN).
+    may see every real key, so padded rows stay finite (an all-false row would make SDPA return NaN); a
+    block-causal model sees blocks from position 0 instead (common/model/block_mask.py).
+
+    A (B, 1, Q, K) boolean mask goes to the model unchanged, with `position_ids` and an optional KV `cache`
+    (rollout/kv_cache.py): the caller has laid out the tokens (a cache window, a composite sequence), so the
+    logits come back unshifted and the caller realigns them.
     """
     if isinstance(policy_or_model, Policy):
         model = policy_or_model.model
         shift = policy_or_model.logits_shift if logits_shift is None else logits_shift
     else:
         model, shift = policy_or_model, bool(logits_shift)
+    if attention_mask is not None and attention_mask.dim() == 4:
+        if cache is None:
+            return model(input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        return model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, use_cache=True
+        ).logits
+    spec = block_spec(model)
     if getattr(getattr(model, "config", None), "model_type", None) == "llada":
         logits = model(input_ids, attention_mask=attention_mask).logits
+    elif spec is not None:
+        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        mask, positions = plain_block_mask(keys, None, spec.size)
+        logits = model(input_ids, attention_mask=mask, position_ids=positions).logits
     elif attention_mask is None or bool(attention_mask.all()):
         logits = model(input_ids).logits
     else:
@@ -162,7 +187,8 @@ def _load_directory(
     _check_shard_index(path)
     pickles = _pickle_files(path, model_cfg.allow_pickle)
     model_type = raw.get("model_type")
-    remote = model_type != "llada" and "auto_map" in raw
+    family = block_family(path, raw)
+    remote = model_type != "llada" and family is None and "auto_map" in raw
     if remote and not model_cfg.trust_remote_code:
         raise CheckpointError(
             f"model.path {path}: config.json has auto_map, so the model needs the directory's own Python "
@@ -177,7 +203,10 @@ def _load_directory(
     tokenizer = _load_tokenizer(path, model_cfg.trust_remote_code)
     state_dict = _read_pickles(path, pickles) if pickles else None
     try:
-        model_class, config = _model_class(path, raw, remote)
+        if family is not None:
+            model_class, config = block_config(path, raw, family, tokenizer, model_cfg.logits_shift)
+        else:
+            model_class, config = _model_class(path, raw, remote)
         # With pickle weights the state dict is already in memory; transformers then takes no path.
         # Shape mismatches are collected (not raised) so that `_check_loading_info` can name the tensors;
         # transformers' own multi-line load report is silenced, the check below says what matters.
@@ -198,7 +227,7 @@ def _load_directory(
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError, SafetensorError) as err:
         raise CheckpointError(f"model.path {path}: cannot load the model: {_first_line(err)}") from err
-    _check_loading_info(path, info, strict=model_type == "llada")
+    _check_loading_info(path, info, strict=model_type == "llada" or family is not None)
     return model, tokenizer
 
 
