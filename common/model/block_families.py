@@ -72,7 +72,10 @@ def block_family(path: Path, raw: dict[str, Any]) -> BlockFamily | None:
     return BlockFamily(f"block-causal {model_type}", model_type, "block_size", None, False, None)
 
 
-def _problems(raw: dict[str, Any]) -> list[str]:
+def check_block_config(path: Path, raw: dict[str, Any], family: BlockFamily) -> int:
+    """The block size of a family config.json, or a CheckpointError naming every setting that does not fit.
+
+    Checked before anything else reads the file (transformers' tokenizer loading parses config.json too)."""
     problems = [f"{key} is missing" for key in REQUIRED_KEYS if key not in raw]
     if raw.get("use_sliding_window"):
         problems.append("use_sliding_window = true (supported: false; SDAR applies the window only under flash-attn)")
@@ -80,20 +83,21 @@ def _problems(raw: dict[str, Any]) -> list[str]:
         problems.append(f"rope_scaling = {raw['rope_scaling']!r} (supported: null)")
     if raw.get("use_relay"):
         problems.append("use_relay = true (a relay extension outside Fast-dLLM v2; supported: false)")
-    return problems
+    size = raw.get(family.block_size_key, family.default_block_size)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        problems.append(f"{family.block_size_key} = {size!r} (must be a positive integer)")
+    if problems:
+        raise CheckpointError(f"model.path {path}: unsupported {family.name} config.json: {'; '.join(problems)}")
+    return size
 
 
 def block_config(
     path: Path, raw: dict[str, Any], family: BlockFamily, tokenizer: PreTrainedTokenizerBase, logits_shift: bool
 ) -> tuple[type[PreTrainedModel], PretrainedConfig]:
     """The Qwen class and its config for a block-diffusion directory, or a CheckpointError saying why not."""
-    problems = _problems(raw)
-    size = raw.get(family.block_size_key, family.default_block_size)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        problems.append(f"{family.block_size_key} = {size!r} (must be a positive integer)")
-    if problems:
-        raise CheckpointError(f"model.path {path}: unsupported {family.name} config.json: {'; '.join(problems)}")
-    values = {key: value for key, value in raw.items() if key not in FAMILY_KEYS}
+    size = check_block_config(path, raw, family)
+    # rope_scaling is null here (checked above); transformers 5 deprecates the key in favour of rope_parameters.
+    values = {key: value for key, value in raw.items() if key not in FAMILY_KEYS and key != "rope_scaling"}
     try:
         config = CONFIG_MAPPING[family.architecture](**values)
     except (TypeError, ValueError) as err:

@@ -87,8 +87,9 @@ def block_causal_mask(
     sq, sk = segments[:, q_cols, None], segments[:, None, :]
     clean_k = sk == 0
     allowed = (clean_k & ((bk < bq) | ((bk == bq) & (sq == 0)))) | (~clean_k & (sk == sq))
-    allowed &= real[:, None, :]
-    alone = ~real[:, q_cols, None] & (q_cols[:, None] == cols[None, :])[None]
+    real_q = real[:, q_cols, None]
+    allowed &= real[:, None, :] & real_q
+    alone = ~real_q & (q_cols[:, None] == cols[None, :])[None]
     return (allowed | alone)[:, None]
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from transformers.utils import logging as hf_logging
 
 from common.config import ModelConfig
 from common.errors import CheckpointError
-from common.model.block_families import block_config, block_family
+from common.model.block_families import block_config, block_family, check_block_config
 from common.model.block_mask import block_spec, plain_block_mask
 from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
 from common.model.tiny import build_tiny_model
@@ -188,6 +191,8 @@ def _load_directory(
     pickles = _pickle_files(path, model_cfg.allow_pickle)
     model_type = raw.get("model_type")
     family = block_family(path, raw)
+    if family is not None:
+        check_block_config(path, raw, family)
     remote = model_type != "llada" and family is None and "auto_map" in raw
     if remote and not model_cfg.trust_remote_code:
         raise CheckpointError(
@@ -195,7 +200,7 @@ def _load_directory(
             "code, which runs on import; set model.trust_remote_code=true (`--trust-remote-code` on agrpo sample "
             "and agrpo eval) if you trust this directory"
         )
-    if model_type != "llada" and not remote and model_type not in CONFIG_MAPPING:
+    if model_type != "llada" and family is None and not remote and model_type not in CONFIG_MAPPING:
         raise CheckpointError(
             f"model.path {path}: config.json model_type {model_type!r} is not an architecture transformers "
             "knows, and the directory ships no modeling code (no auto_map in config.json)"
@@ -210,9 +215,7 @@ def _load_directory(
         # With pickle weights the state dict is already in memory; transformers then takes no path.
         # Shape mismatches are collected (not raised) so that `_check_loading_info` can name the tensors;
         # transformers' own multi-line load report is silenced, the check below says what matters.
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
+        with _quiet_transformers():
             model, info = model_class.from_pretrained(
                 None if state_dict is not None else path,
                 config=config,
@@ -223,8 +226,6 @@ def _load_directory(
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,
             )
-        finally:
-            hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError, SafetensorError) as err:
         raise CheckpointError(f"model.path {path}: cannot load the model: {_first_line(err)}") from err
     _check_loading_info(path, info, strict=model_type == "llada" or family is not None)
@@ -310,13 +311,29 @@ def _read_pickles(path: Path, pickles: list[Path]) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' multi-line load reports and deprecation notes about the checkpoint's own keys (e.g.
+    that a block family's model_type is not the Qwen class it loads into, or SDAR's `rope_scaling: null`); the
+    checks here say what matters, in one line."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise CheckpointError(
             f"model.path {path}: no tokenizer (expected one of {', '.join(TOKENIZER_FILES)}); save it next to the model"
         )
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"model.path {path}: cannot load the tokenizer: {_first_line(err)}") from err
 
