@@ -17,8 +17,8 @@ the keys and values of the prompt and of committed blocks cannot change, because
 changes (block-causal attention: a block sees earlier blocks and itself, never later ones), so each step runs
 the current block only and one commit pass per finished block writes its clean keys and values. For full
 attention no cache is exact (every position attends to the still-changing block); an approximate cache
-(prefix / dual, refreshed at block boundaries) subclasses `KVBuffer`'s users the same way and reports its
-log-probs as those of the distribution it actually sampled from.
+(prefix / dual, refreshed at block boundaries) is another `StepCache` over the same `KVBuffer` (a dual cache
+reads keys past the window: `read_end`), and its record holds the log-probs of the distribution it sampled from.
 """
 
 from __future__ import annotations

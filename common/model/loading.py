@@ -16,7 +16,6 @@ files (`.bin`, `.pt`) only with `model.allow_pickle=true`. Every problem with th
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -46,11 +45,16 @@ from common.model.block_mask import block_spec, plain_block_mask
 from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
 from common.model.tiny import build_tiny_model
 from common.model.tokenizer import build_tiny_tokenizer
+from common.model.weight_files import (
+    check_shard_index,
+    first_line,
+    pickle_files,
+    read_config,
+    read_pickles,
+)
 
 logger = logging.getLogger(__name__)
 
-SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # Keys whose absence from a LLaDA config.json would make the public code build a different network
 # (its defaults are GPT-2-like: tied weights, 50304 embeddings, no RoPE, a non-llama block).
@@ -186,9 +190,9 @@ def _load_directory(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if not path.is_dir():
         raise CheckpointError(f"model.path {path}: directory not found")
-    raw = _read_config(path)
-    _check_shard_index(path)
-    pickles = _pickle_files(path, model_cfg.allow_pickle)
+    raw = read_config(path)
+    check_shard_index(path)
+    pickles = pickle_files(path, model_cfg.allow_pickle)
     model_type = raw.get("model_type")
     family = block_family(path, raw)
     if family is not None:
@@ -206,7 +210,7 @@ def _load_directory(
             "knows, and the directory ships no modeling code (no auto_map in config.json)"
         )
     tokenizer = _load_tokenizer(path, model_cfg.trust_remote_code)
-    state_dict = _read_pickles(path, pickles) if pickles else None
+    state_dict = read_pickles(path, pickles) if pickles else None
     try:
         if family is not None:
             model_class, config = block_config(path, raw, family, tokenizer, model_cfg.logits_shift)
@@ -227,7 +231,7 @@ def _load_directory(
                 ignore_mismatched_sizes=True,
             )
     except (OSError, ValueError, RuntimeError, KeyError, ImportError, SafetensorError) as err:
-        raise CheckpointError(f"model.path {path}: cannot load the model: {_first_line(err)}") from err
+        raise CheckpointError(f"model.path {path}: cannot load the model: {first_line(err)}") from err
     _check_loading_info(path, info, strict=model_type == "llada" or family is not None)
     return model, tokenizer
 
@@ -246,69 +250,6 @@ def _model_class(path: Path, raw: dict[str, Any], remote: bool) -> tuple[type[Pr
     if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
         return MODEL_FOR_MASKED_LM_MAPPING[type(config)], config
     return MODEL_MAPPING[type(config)], config
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"model.path {path}: config.json is missing")
-    try:
-        raw = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"model.path {path}: config.json is not valid JSON: {err}") from err
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"model.path {path}: config.json must hold a JSON object")
-    return raw
-
-
-def _check_shard_index(path: Path) -> None:
-    """A sharded checkpoint's index must be a JSON object with a weight_map (transformers' own error for a
-    damaged one names neither the file nor the problem)."""
-    index = path / SAFETENSORS_FILES[1]
-    if not index.is_file():
-        return
-    try:
-        raw = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"model.path {path}: {index.name} is not valid JSON: {err}") from err
-    if not isinstance(raw, dict) or not isinstance(raw.get("weight_map"), dict):
-        raise CheckpointError(f"model.path {path}: {index.name} has no weight_map object")
-
-
-def _pickle_files(path: Path, allow_pickle: bool) -> list[Path]:
-    """Empty when safetensors weights are there; else the pickle weight files, if the user allowed them."""
-    if any((path / name).is_file() for name in SAFETENSORS_FILES):
-        return []
-    pickles = sorted({f for pattern in PICKLE_PATTERNS for f in path.glob(pattern) if f.is_file()})
-    if not pickles:
-        raise CheckpointError(
-            f"model.path {path}: no weights (expected model.safetensors or model.safetensors.index.json)"
-        )
-    if not allow_pickle:
-        raise CheckpointError(
-            f"model.path {path}: only pickle weights ({', '.join(f.name for f in pickles)}); unpickling can "
-            "run arbitrary code, so they are refused: convert them to safetensors, or set "
-            "model.allow_pickle=true if you trust this directory"
-        )
-    return pickles
-
-
-def _read_pickles(path: Path, pickles: list[Path]) -> dict[str, torch.Tensor]:
-    state_dict: dict[str, torch.Tensor] = {}
-    for file in pickles:
-        try:
-            # weights_only keeps the unpickler to tensors and containers even when pickle is allowed.
-            part = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for an unreadable pickle
-            # torch's message goes on to suggest weights_only=False, which would run the file's code: cut it.
-            reason = _first_line(err).split(" In PyTorch 2.6", 1)[0]
-            raise CheckpointError(
-                f"model.path {path}: cannot read {file.name}: {reason} (not a state dict of tensors, or damaged)"
-            ) from err
-        if not isinstance(part, dict):
-            raise CheckpointError(f"model.path {path}: {file.name} does not hold a state dict")
-        state_dict.update(part)
-    return state_dict
 
 
 @contextmanager
@@ -335,7 +276,7 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerB
         with _quiet_transformers():
             return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"model.path {path}: cannot load the tokenizer: {_first_line(err)}") from err
+        raise CheckpointError(f"model.path {path}: cannot load the tokenizer: {first_line(err)}") from err
 
 
 def _llada_config(path: Path, raw: dict[str, Any]) -> LLaDAConfig:
@@ -412,8 +353,3 @@ def _special_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, whe
                 f"model.path {where}: {name} token id {value} is outside the model's {rows} embeddings"
             )
     return mask_id, eos_id, pad_id
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
