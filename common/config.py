@@ -104,6 +104,14 @@ class Config(Section):
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
             )
+        tiny = self.model.tiny
+        builds_tiny = self.model.path == "tiny" or self.model.build_if_missing == "sft"
+        if builds_tiny and tiny.attention == "block_causal" and self.sampler.block_length != tiny.block_size:
+            # The sampler's blocks must be the model's attention blocks, or no cache can be exact.
+            raise ValueError(
+                f"sampler.block_length = {self.sampler.block_length}: must equal model.tiny.block_size = "
+                f"{tiny.block_size} for a block_causal model"
+            )
         _check_task_rewards(self)
         if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
             # The record keeps each committed token's allowed set, padded to the widest one of the batch; a

@@ -28,6 +28,14 @@ class TinyModelConfig(Section):
     n_kv_heads: int = Field(4, gt=0, description="Key/value heads (grouped-query attention when < n_heads).")
     mlp_hidden_size: int = Field(384, gt=0, description="SwiGLU hidden size.")
     max_sequence_length: int = Field(256, gt=0, description="Longest prompt + completion the model accepts.")
+    attention: Literal["full", "block_causal"] = Field(
+        "full",
+        description="`full`: a bidirectional mask predictor (LLaDA); `block_causal`: a block-diffusion model, "
+        "bidirectional inside blocks of block_size tokens and causal across them (SDAR-style; exact KV cache).",
+    )
+    block_size: int = Field(
+        4, gt=0, description="Attention block size of a block_causal model (sampler.block_length must equal it)."
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyModelConfig:
@@ -81,6 +89,11 @@ class SamplerConfig(Section):
         True,
         description="Once a row's block is all EOS, fill the rest of its completion with EOS and stop "
         "running the model on it (saves forward passes; filled tokens carry no log-prob and no loss).",
+    )
+    kv_cache: Literal["auto", "off"] = Field(
+        "auto",
+        description="`auto`: an exact KV cache for block-causal models (each step runs the current block only), "
+        "none for full attention; `off`: every step runs the whole sequence.",
     )
 
     @model_validator(mode="after")

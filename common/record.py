@@ -83,6 +83,11 @@ class TrajectoryBatch:
         np.add.at(out, (rows[keep], steps[keep]), ent[keep])
         return out
 
+    def block_of_step(self, steps: np.ndarray) -> np.ndarray:
+        """The completion block sampled at each step (blocks share the steps evenly, left to right)."""
+        per_block = self.sampler.steps // (self.gen_length // self.sampler.block_length)
+        return np.asarray(steps, dtype=np.int64) // per_block
+
     def state_at(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """Completion tokens x_t of `rows` at `steps`: positions committed at or after t are MASK."""
         unmask = self.unmask_step[rows].astype(np.int64)

@@ -6,10 +6,11 @@ coefficients that make the batch loss an unbiased estimate of
 
     (1/B) sum_i (1/(L_i+1)) sum_{t<=L_i} [ -surrogate_i(t) + beta * KL_i(t) ]
 
-(the spec's "divide by k*G" is the 1/k inside coef and the 1/B here). All pairs of all trajectories are
-packed into micro-batches of `micro_batch_size` rows, one forward/backward each; `backward` receives each
-micro-batch's share of the loss, so the accumulated gradient is the full-batch gradient whatever the
-packing (DeepSpeed passes `engine.backward`).
+(the spec's "divide by k*G" is the 1/k inside coef and the 1/B here). Pairs are packed into micro-batches,
+one forward/backward each: for full attention one row per pair, up to `micro_batch_size` rows; for a
+block-causal model one composite row per trajectory holding all its pairs (learner/composite.py), whole
+trajectories up to `micro_batch_size` pairs. `backward` receives each micro-batch's share of the loss, so
+the accumulated gradient is the full-batch gradient whatever the packing (DeepSpeed passes `engine.backward`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from common.config import AlgorithmConfig
+from common.model.block_mask import BlockSpec, block_spec
 from common.record import TrajectoryBatch
-from learner.logprobs import LogitsFn, build_step_tokens, model_logits, step_token_logprobs
+from learner.composite import CompositeTokens, build_composite_tokens, composite_token_logprobs, trajectory_chunks
+from learner.logprobs import LogitsFn, StepTokens, build_step_tokens, model_logits, step_token_logprobs
 from learner.timesteps import sample_timesteps
 
 Backward = Callable[[torch.Tensor], None]
@@ -49,6 +53,38 @@ class LossStats:
 def pack(num_pairs: int, micro_batch_size: int) -> list[slice]:
     """Consecutive chunks of at most `micro_batch_size` pairs: ceil(num_pairs / size) forward passes."""
     return [slice(s, min(s + micro_batch_size, num_pairs)) for s in range(0, num_pairs, micro_batch_size)]
+
+
+def pair_chunks(rows: np.ndarray, micro_batch_size: int, composite: bool) -> list[slice]:
+    """The micro-batches of a loss call: `pack` for one row per pair, whole trajectories for composite rows."""
+    return trajectory_chunks(rows, micro_batch_size) if composite else pack(len(rows), micro_batch_size)
+
+
+class _PairScorer:
+    """Builds a chunk's inputs and scores its committed tokens, in the layout the model calls for."""
+
+    def __init__(self, block: BlockSpec | None, composite: bool, pad_id: int) -> None:
+        if composite and block is None:
+            raise ValueError("composite sequences need a block-causal model")
+        self.block, self.composite, self.pad_id = block, composite, pad_id
+
+    def build(self, batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarray) -> StepTokens | CompositeTokens:
+        if self.composite:
+            assert self.block is not None
+            return build_composite_tokens(batch, rows, steps, self.pad_id, self.block)
+        return build_step_tokens(batch, rows, steps, self.pad_id)
+
+    def logprobs(
+        self,
+        logits_fn: LogitsFn,
+        tokens: StepTokens | CompositeTokens,
+        batch: TrajectoryBatch,
+        banned_ids: Sequence[int],
+        device: torch.device,
+    ) -> torch.Tensor:
+        if isinstance(tokens, CompositeTokens):
+            return composite_token_logprobs(logits_fn, tokens, batch, banned_ids, device)
+        return step_token_logprobs(logits_fn, tokens, batch, banned_ids, device, self.block)
 
 
 def k3_kl(ref_logprob: torch.Tensor, logprob: torch.Tensor) -> torch.Tensor:
@@ -88,11 +124,14 @@ def agrpo_pairs_loss(
     backward: Backward = default_backward,
     ref_logits_fn: LogitsFn | None = None,
     logits_fn: LogitsFn | None = None,
+    composite: bool | None = None,
 ) -> LossStats:
     """Loss and gradient of the given pairs: sum_pairs coef * term / B, packed into micro-batches.
 
     `logits_fn` replaces `model(...).logits` (a DeepSpeed engine's forward, a shifted Dream model); `model`
-    then only tells the device.
+    then tells the device and whether attention is block-causal. `composite` (default: for block-causal
+    models) scores each trajectory's pairs in one composite row instead of one row per pair; both give the
+    same loss and gradient.
     """
     if beta > 0 and ref_logits_fn is None:
         raise ValueError(f"beta = {beta}: a KL term needs ref_logits_fn (the reference policy)")
@@ -100,17 +139,20 @@ def agrpo_pairs_loss(
         raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({batch.size},)")
     device = model_device(model)
     policy = logits_fn or model_logits(model)
+    block = block_spec(model)
+    composite = block is not None if composite is None else composite
+    scorer = _PairScorer(block, composite, pad_id)
     rows_np, steps_np = rows.cpu().numpy(), steps.cpu().numpy()
     adv = advantages.to(device, torch.float32)
     weights = coef.to(device, torch.float32)
     loss_sum = clipped = ratio_sum = kl_sum = 0.0
     max_diff = 0.0
     tokens = passes = 0
-    for chunk in pack(len(rows_np), micro_batch_size):
-        step_tokens = build_step_tokens(batch, rows_np[chunk], steps_np[chunk], pad_id)
+    for chunk in pair_chunks(rows_np, micro_batch_size, composite):
+        step_tokens = scorer.build(batch, rows_np[chunk], steps_np[chunk])
         if step_tokens.num_tokens == 0:
             continue
-        logprob = step_token_logprobs(policy, step_tokens, batch, banned_ids, device)
+        logprob = scorer.logprobs(policy, step_tokens, batch, banned_ids, device)
         old = step_tokens.old_logprob.to(device)
         pair = step_tokens.token_pair.to(device)
         token_adv = adv[rows[chunk].to(device)][pair]
@@ -119,7 +161,7 @@ def agrpo_pairs_loss(
         per_token = -surrogate
         if beta > 0:
             with torch.no_grad():
-                ref = step_token_logprobs(ref_logits_fn, step_tokens, batch, banned_ids, device)  # type: ignore[arg-type]
+                ref = scorer.logprobs(ref_logits_fn, step_tokens, batch, banned_ids, device)  # type: ignore[arg-type]
             kl = k3_kl(ref, logprob)
             per_token = per_token + beta * kl
             kl_sum += float(kl.detach().sum())

@@ -8,7 +8,9 @@ banned ids, the same temperature and the same truncation set. This module is tha
 
 A record sampled at temperature 0 is scored at temperature 1 (greedy has no log-probs of its own).
 Rows are left-padded, so each micro-batch may pad differently from the rollout; the mask predictor counts
-positions over real tokens only, which keeps the logits identical.
+positions over real tokens only, which keeps the logits identical. A block-causal model is called with the
+same block-causal mask the sampler used (common/model/block_mask.py); learner/composite.py scores all of a
+trajectory's timesteps in one sequence instead of one row per timestep.
 """
 
 from __future__ import annotations
@@ -20,19 +22,45 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.model.block_mask import BlockSpec, plain_block_mask
 from common.record import TrajectoryBatch
 
-LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(input_ids, attention_mask) -> logits (R, S, V): the policy, or the reference (e.g. adapters off)."""
+LogitsFn = Callable[..., torch.Tensor]
+"""The policy or the reference (e.g. adapters off) as `(input_ids, attention_mask, position_ids=None) -> logits`.
+
+With a (R, S) real-token mask it returns (R, S, V) logits with row j scoring the token at position j (a
+Dream-style shift already applied). With a (R, 1, Q, K) block mask it returns the model's logits as they are,
+for the positions `position_ids` names; the caller, which laid the tokens out, realigns shifted ones."""
 
 
 def model_logits(model: nn.Module) -> LogitsFn:
     """The forward pass of a mask predictor as a LogitsFn."""
 
-    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return model(input_ids, attention_mask=attention_mask).logits
+    def forward(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return model(input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
 
     return forward
+
+
+def sequence_logits(
+    logits_fn: LogitsFn,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    gen_length: int,
+    block: BlockSpec | None,
+) -> torch.Tensor:
+    """Logits of left-padded [prompt, completion] rows (the completion ends every row), aligned as the sampler
+    sees them: a block-causal model gets the sampler's block mask (completion blocks from its first token)."""
+    if block is None:
+        return logits_fn(input_ids, attention_mask)
+    completion_start = input_ids.shape[1] - gen_length
+    mask, positions = plain_block_mask(attention_mask.bool(), completion_start, block.size)
+    logits = logits_fn(input_ids, mask, position_ids=positions)
+    if block.shift:
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+    return logits
 
 
 def left_pad(prompts: Sequence[np.ndarray], completions: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,10 +170,11 @@ def step_token_logprobs(
     batch: TrajectoryBatch,
     banned_ids: Sequence[int],
     device: torch.device | str = "cpu",
+    block: BlockSpec | None = None,
 ) -> torch.Tensor:
     """One forward over the micro-batch; (num_tokens,) log-probs of the committed tokens, on `device`."""
-    logits = logits_fn(tokens.input_ids.to(device), tokens.attention_mask.to(device))
     gen = batch.gen_length
+    logits = sequence_logits(logits_fn, tokens.input_ids.to(device), tokens.attention_mask.to(device), gen, block)
     pair = tokens.token_pair.to(device)
     pos = tokens.token_pos.to(device) + (logits.shape[1] - gen)
     return truncated_logprobs(

@@ -12,6 +12,9 @@ the 1/t weighting that makes it an upper bound on the negative log-likelihood of
 model (LLaDA, arXiv 2502.09992, section 2.3; the completion length is the padded length, since the
 EOS padding is part of the answer).
 
+A block-causal model trains with the block-diffusion objective instead (learner/block_sft.py): noisy copies
+of its completion blocks, each conditioned on the clean prefix, in one composite sequence.
+
 With `sft.wrong_fraction` > 0 a fixed, seeded share of the examples carries a plausible wrong answer
 (rewards/perturb.py): the base model then spreads its mass over right and near-miss answers, so RL has
 something to sharpen.
@@ -35,8 +38,10 @@ from tqdm import tqdm
 
 from common.config import Config, SFTConfig, dump_config
 from common.errors import ConfigError, DataError
+from common.model.block_mask import block_spec
 from common.model.loading import Policy, load_policy, mask_predictor_logits, save_policy
 from common.text import encode_text
+from learner.block_sft import block_sft_loss
 from learner.optimizer import lr_factor
 from rewards.data import load_task_items
 from rewards.perturb import check_wrong_fraction, wrong_completion
@@ -169,6 +174,7 @@ def train_sft(policy: Policy, examples: SFTExamples, cfg: SFTConfig, seed: int, 
         optimizer, partial(lr_factor, total=cfg.steps, warmup=warmup, schedule="cosine")
     )
     generator = torch.Generator(device=device).manual_seed(seed)
+    block = block_spec(model)
     result = SFTResult([], [])
     model.train()
     bar = tqdm(
@@ -179,11 +185,13 @@ def train_sft(policy: Policy, examples: SFTExamples, cfg: SFTConfig, seed: int, 
         disable=not progress,
     )
     for rows in bar:
-        batch = training_batch(
-            [examples.prompts[i] for i in rows], examples.completions[rows], policy.mask_id, policy.pad_id, generator
-        )
-        logits = mask_predictor_logits(policy, batch.input_ids, batch.attention.long())[:, batch.prompt_width :]
-        loss = masked_diffusion_loss(logits, batch.targets, batch.masked, batch.t)
+        prompts = [examples.prompts[i] for i in rows]
+        if block is not None:
+            loss = block_sft_loss(policy, prompts, examples.completions[rows], block, generator, MIN_MASK_RATIO)
+        else:
+            batch = training_batch(prompts, examples.completions[rows], policy.mask_id, policy.pad_id, generator)
+            logits = mask_predictor_logits(policy, batch.input_ids, batch.attention.long())[:, batch.prompt_width :]
+            loss = masked_diffusion_loss(logits, batch.targets, batch.masked, batch.t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from common.config import Config
+from common.errors import ConfigError
+from common.model.block_mask import block_spec
 from common.record import TrajectoryBatch
-from learner.agrpo import LossStats, agrpo_pairs_loss, draw_pairs, pack
+from learner.agrpo import LossStats, agrpo_pairs_loss, draw_pairs, pack, pair_chunks
 from learner.diffu_grpo import diffu_grpo_logprobs, diffu_grpo_loss
 from learner.logprobs import LogitsFn, model_logits
 
@@ -81,8 +83,13 @@ def policy_update(
     logits_fn: LogitsFn | None = None,
     ref_logits_fn: LogitsFn | None = None,
 ) -> dict[str, float]:
-    """AGRPO: one optimizer step. diffu-GRPO: one step per inner iteration (`mask_seeds`, one each)."""
+    """AGRPO: one optimizer step. diffu-GRPO: one step per inner iteration (`mask_seeds`, one each).
+
+    A block-causal model's AGRPO pairs are scored in composite sequences, one row per trajectory
+    (learner/composite.py); full attention keeps one row per pair.
+    """
     algo, learner = config.algorithm, config.learner
+    composite = block_spec(model) is not None
     chunks = accumulation_chunks(batch, algo.group_size, learner.grad_accumulation)
     mbs = learner.micro_batch_size
     shared = {"pad_id": pad_id, "banned_ids": banned_ids, "micro_batch_size": mbs, "ref_logits_fn": ref_logits_fn}
@@ -91,7 +98,8 @@ def policy_update(
     if algo.name == "agrpo":
         parts = [(batch.select(rows), advantages[rows]) for rows in chunks]
         draws = [draw_pairs(sub, algo, generator) for sub, _ in parts]
-        counter = _Counter(backward, sum(len(pack(len(d[0]), mbs)) for d in draws))
+        planned = sum(len(pair_chunks(d[0].numpy(), mbs, composite)) for d in draws)
+        counter = _Counter(backward, planned)
         for (sub, adv), (rows, t, coef) in zip(parts, draws, strict=True):
             counter.scale = sub.size / batch.size
             stats.append(
@@ -106,6 +114,7 @@ def policy_update(
                     beta=algo.beta,
                     backward=counter,
                     logits_fn=logits_fn,
+                    composite=composite,
                     **shared,
                 )
             )
@@ -113,6 +122,8 @@ def policy_update(
         steps.append(optimizer_step())
         return summarize(stats, steps, len(chunks))
 
+    if composite:
+        raise ConfigError("algorithm.name = 'diffu_grpo': the diffu-GRPO baseline runs on full-attention models only")
     settings = algo.diffu_grpo
     if len(mask_seeds) != settings.inner_iterations:
         raise ValueError(f"{len(mask_seeds)} mask seeds for {settings.inner_iterations} inner iterations")

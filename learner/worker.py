@@ -122,19 +122,34 @@ class LearnerWorker:
         if cfg.learner.lora.enabled:
             module = self.engine.module
 
-            def adapters_off(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            def adapters_off(
+                input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+            ) -> torch.Tensor:
                 with module.disable_adapter():
-                    return mask_predictor_logits(module, input_ids, attention_mask, shift)
+                    return mask_predictor_logits(module, input_ids, attention_mask, shift, position_ids)
 
             return adapters_off
         frozen = load_policy(cfg.model, device=self.device, seed=cfg.seed).model.to(dtype=dtype)
         frozen.eval().requires_grad_(False)
-        return lambda input_ids, attention_mask: mask_predictor_logits(frozen, input_ids, attention_mask, shift)
 
-    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The policy's logits through DeepSpeed's forward (its ZeRO hooks), aligned as the sampler sees them."""
+        def reference(
+            input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            return mask_predictor_logits(frozen, input_ids, attention_mask, shift, position_ids)
+
+        return reference
+
+    def _logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The policy's logits through DeepSpeed's forward (its ZeRO hooks), aligned as the sampler sees them
+        (a block mask with `position_ids` comes back unshifted, see `mask_predictor_logits`)."""
         return mask_predictor_logits(
-            _EngineCall(self.engine, self.policy.model.config), input_ids, attention_mask, self.policy.logits_shift
+            _EngineCall(self.engine, self.policy.model.config),
+            input_ids,
+            attention_mask,
+            self.policy.logits_shift,
+            position_ids,
         )
 
     def train_step(self, groups: list[RolloutGroup], step: int, share_weight: float = 1.0) -> dict[str, float]:

@@ -41,6 +41,7 @@ def eval_sampler(
     batch_size: int = 64,
     top_k: int = 0,
     top_p: float = 1.0,
+    kv_cache: str = "auto",
 ) -> SamplerConfig:
     """A validated sampler setting, or a one-line ConfigError naming the rule it breaks."""
     try:
@@ -53,6 +54,7 @@ def eval_sampler(
             batch_size=batch_size,
             top_k=top_k,
             top_p=top_p,
+            kv_cache=kv_cache,
         )
     except ValidationError as err:
         problems = format_validation_error(err).split("; ")

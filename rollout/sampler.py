@@ -1,8 +1,10 @@
 """The exact semi-autoregressive diffusion sampler that produces trajectory records (ALGORITHM.md §1).
 
-Blocks of the completion are sampled left to right. Each step runs the mask predictor once over the
-whole sequence of every row still being sampled (future blocks stay MASK and are attended to), draws a
-token at each still-masked position of the current block, scores the positions (`low_confidence`,
+Blocks of the completion are sampled left to right. Each step gets the logits of the current block for
+every row still being sampled from a `StepCache` (rollout/kv_cache.py): a full forward over the whole
+sequence (full attention: future blocks stay MASK and are attended to), or, for a block-causal model, the
+current block run against the exact KV cache of the prompt and committed blocks. It draws a token at each
+still-masked position of the current block, scores the positions (`low_confidence`,
 `random` or `entropy`) and commits the best n_t of them, n_t following the LLaDA schedule
 (rollout/unmasking.py). What is kept per committed position (its step, token, log-prob, entropy and
 truncation set) is the compact record of common/record.py; intermediate states are rebuilt from it.
@@ -31,10 +33,8 @@ from tqdm import tqdm
 from common.config import SamplerConfig
 from common.record import NO_TOKEN, TrajectoryBatch
 from rollout.distribution import banned_tensor, draw, position_scores, token_stats, truncate
+from rollout.kv_cache import LogitsFn, StepCache, step_cache
 from rollout.unmasking import steps_per_block, transfer_counts
-
-LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""(input_ids (A, S), attention_mask (A, S) bool) -> logits (A, S, V), position i predicting token i."""
 
 
 @dataclass
@@ -57,13 +57,6 @@ class _Trace:
 def _model_device(model: nn.Module | None) -> torch.device:
     params = [] if model is None else list(model.parameters())
     return params[0].device if params else torch.device("cpu")
-
-
-def _forward_fn(model: nn.Module) -> LogitsFn:
-    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    return forward
 
 
 def _start(prompts: list[Sequence[int]], cfg: SamplerConfig, mask_id: int, pad_id: int, device: torch.device) -> _Trace:
@@ -105,7 +98,7 @@ def _exit_finished(
 
 
 def _step(
-    forward: LogitsFn,
+    cache: StepCache,
     trace: _Trace,
     active: torch.Tensor,
     block_start: int,
@@ -115,17 +108,11 @@ def _step(
     banned: torch.Tensor,
     generator: torch.Generator,
 ) -> int:
-    """One forward pass over the active rows, committing `count` positions of their block.
+    """One model call for the active rows, committing `count` positions of their block.
 
-    Columns that are padding in every active row are cut off (fewer FLOPs once the longest prompts
-    have exited); it changes no logits because positions count real tokens only. Returns the
-    vocabulary size, which only the model's logits reveal.
+    Returns the vocabulary size, which only the model's logits reveal.
     """
-    attention = trace.attention[active]
-    first = int(attention.any(dim=0).to(torch.int8).argmax())
-    logits = forward(trace.x[active][:, first:], attention[:, first:].long())
-    lo = trace.prompt_width - first + block_start
-    block_logits = logits[:, lo : lo + cfg.block_length]
+    block_logits = cache.block_logits(trace.x, active, block_start)
     open_ = trace.unmask_step[active, block_start : block_start + cfg.block_length] < 0
     rows, cols = open_.nonzero(as_tuple=True)
     cand = truncate(block_logits[rows, cols].float(), banned, cfg.temperature, cfg.top_k, cfg.top_p)
@@ -152,7 +139,7 @@ def _step(
         if cfg.top_k == 0:
             ids = ids[:, : int((ids != NO_TOKEN).sum(dim=1).max())]
         trace.allowed.append((r, c, ids))
-    return int(logits.shape[-1])
+    return int(block_logits.shape[-1])
 
 
 def _allowed_array(trace: _Trace, cfg: SamplerConfig, vocab: int) -> np.ndarray | None:
@@ -184,18 +171,17 @@ def sample(
 
     `generator` drives every random draw (Gumbel noise, then `random` scores, per step) and must live on
     the model's device; the same prompts, config and generator seed give an identical record.
-    `banned_ids` are never sampled (MASK always is banned). `logits_fn` replaces `model(...).logits`,
-    e.g. for Dream-style models whose logits must be shifted back one position. `on_step` is called
-    after every global step (a progress bar), including steps no row needed after an early exit.
+    `banned_ids` are never sampled (MASK always is banned). `logits_fn` replaces `model(...).logits` of a
+    full-attention model, e.g. for Dream-style models whose logits must be shifted back one position; a
+    block-causal model is always called through rollout/kv_cache.py (`sampler.kv_cache`), with its block mask.
+    `on_step` is called after every global step (a progress bar), including steps no row needed after an
+    early exit.
     """
     if not prompts:
         raise ValueError("sample() needs at least one prompt")
     device = _model_device(model)
-    if logits_fn is None:
-        if model is None:
-            raise ValueError("sample() needs a model or a logits_fn")
-        logits_fn = _forward_fn(model)
     trace = _start(prompts, cfg, mask_id, pad_id, device)
+    cache = step_cache(model, logits_fn, cfg, trace.attention, trace.prompt_width)
     banned = banned_tensor(mask_id, banned_ids, device)
     per_block = steps_per_block(cfg)
     counts = transfer_counts(cfg.block_length, per_block)
@@ -205,12 +191,16 @@ def sample(
         block_start = block * cfg.block_length
         if block and cfg.early_exit and active.numel():
             active = _exit_finished(trace, active, block_start, cfg.block_length, block * per_block, eos_id)
+        if active.numel():
+            cache.begin_block(trace.x, active, block_start)
         for s, count in enumerate(counts):
             if active.numel():
                 step = block * per_block + s
-                vocab = _step(logits_fn, trace, active, block_start, cfg, count, step, banned, generator)
+                vocab = _step(cache, trace, active, block_start, cfg, count, step, banned, generator)
             if on_step is not None:
                 on_step()
+        if active.numel():
+            cache.end_block(trace.x, active, block_start)
     return TrajectoryBatch(
         prompt_ids=[np.asarray(list(p), dtype=np.int32) for p in prompts],
         completion_ids=trace.x[:, trace.prompt_width :].to(torch.int32).cpu().numpy(),

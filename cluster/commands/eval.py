@@ -40,7 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--gen-length", type=int, default=None, help=f"Completion length in tokens (default {DEFAULT_GEN_LENGTH})."
     )
-    parser.add_argument("--block-length", type=int, default=None, help="Block length (default min(32, gen length)).")
+    parser.add_argument(
+        "--block-length",
+        type=int,
+        default=None,
+        help="Block length (default: a block-causal model's block size, else min(32, gen length)).",
+    )
     parser.add_argument(
         "--steps", default=None, help="Comma-separated step counts, e.g. 8,16 (default gen length / 2)."
     )
@@ -57,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="Seed of the eval split and of sampling (default 0).")
     parser.add_argument("--batch-size", type=int, default=64, help="Items per sampler batch.")
+    parser.add_argument(
+        "--kv-cache", default="auto", help="auto (the exact cache of block-causal models) or off (full forwards)."
+    )
     parser.add_argument("--baseline", default=None, help="A second checkpoint (or `tiny`) to draw on the same plot.")
     parser.add_argument("--output", default=None, help="Output directory (default <checkpoint>/eval-<task>).")
     parser.add_argument("--device", default="auto", help="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
@@ -94,6 +102,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     """
     from common.config import Config, load_config
     from common.errors import UserError
+    from common.model.block_families import declared_block_size
     from rewards.grading import grade_function
     from rewards.tasks.base import TEMPLATES
     from rollout.accuracy import eval_sampler
@@ -113,9 +122,18 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--gen-length", args.gen_length)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
-    args.block_length = args.block_length or min(32, args.gen_length)
+    model = config.model.model_copy(update={**loading_overrides(args), "path": args.checkpoint})
+    args.block_length = args.block_length or declared_block_size(model) or min(32, args.gen_length)
     samplers = [
-        eval_sampler(args.gen_length, args.block_length, s, args.remasking, args.temperature, args.batch_size)
+        eval_sampler(
+            args.gen_length,
+            args.block_length,
+            s,
+            args.remasking,
+            args.temperature,
+            args.batch_size,
+            kv_cache=args.kv_cache,
+        )
         for s in parse_steps(args.steps, args.gen_length)
     ]
     _check_checkpoint("--checkpoint", args.checkpoint)
@@ -124,7 +142,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     if args.data and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: not found")
     data = config.data.model_copy(update={"task": args.task, "template": args.template})
-    return config.model.model_copy(update=loading_overrides(args)), data, samplers
+    return model, data, samplers
 
 
 def load_eval_items(args: argparse.Namespace, data: Any) -> tuple[list[dict[str, Any]], str]:
@@ -216,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             "remasking": args.remasking,
             "temperature": args.temperature,
             "batch_size": args.batch_size,
+            "kv_cache": args.kv_cache,
             "seed": args.seed,
             "device": device,
             "grade_timeout_s": args.grade_timeout_s,

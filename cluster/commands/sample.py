@@ -19,10 +19,21 @@ from pydantic import ValidationError
 from cluster.commands import add_loading_flags, loading_overrides
 from common.config import ModelConfig, SamplerConfig, format_validation_error
 from common.errors import ConfigError, DataError, UserError
+from common.model.block_families import declared_block_size
 from common.model.loading import load_policy, mask_predictor_logits
 from rollout.sampler import sample_batches
 
-SAMPLER_FLAGS = ("gen_length", "block_length", "steps", "temperature", "top_k", "top_p", "remasking", "batch_size")
+SAMPLER_FLAGS = (
+    "gen_length",
+    "block_length",
+    "steps",
+    "temperature",
+    "top_k",
+    "top_p",
+    "remasking",
+    "batch_size",
+    "kv_cache",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--chat", action="store_true", help="Wrap each prompt in the tokenizer's chat template.")
     for name in SAMPLER_FLAGS:
-        kind = str if name == "remasking" else type(getattr(defaults, name))
+        kind = str if name in ("remasking", "kv_cache") else type(getattr(defaults, name))
         default, text = getattr(defaults, name), SamplerConfig.model_fields[name].description
         if name == "block_length":
-            default, text = None, f"{text} Default: --gen-length (one block)."
+            default, text = None, f"{text} Default: a block-causal model's block size, else --gen-length (one block)."
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
     parser.add_argument("--no-early-exit", action="store_true", help="Sample every block even after all-EOS.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the sampler's random draws.")
@@ -147,10 +158,10 @@ def _completion_text(tokenizer: Any, ids: list[int], eos_id: int) -> tuple[str, 
 def run(args: argparse.Namespace) -> int:
     sampler_values = {name: getattr(args, name) for name in SAMPLER_FLAGS}
     sampler_values["early_exit"] = not args.no_early_exit
-    if args.block_length is None:
-        sampler_values["block_length"] = args.gen_length
-    cfg = _validated(SamplerConfig, "sampler", sampler_values)
     model_cfg = _validated(ModelConfig, "model", {"path": args.model, "dtype": args.dtype, **loading_overrides(args)})
+    if args.block_length is None:
+        sampler_values["block_length"] = declared_block_size(model_cfg) or args.gen_length
+    cfg = _validated(SamplerConfig, "sampler", sampler_values)
     texts = args.prompt if args.prompt is not None else read_prompts(Path(args.prompt_file))
     device = _device(args.device)
     output = _writable(Path(args.output))

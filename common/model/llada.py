@@ -3,8 +3,10 @@
 The module tree and parameter names follow the public LLaDA-8B checkpoint (`model.transformer.wte`,
 `blocks.{i}.q_proj`, `attn_out`, `ff_proj`, `up_proj`, `ff_out`, `ln_f`), so a LLaDA-format directory
 loads into this class without renaming and LoRA target names from the released recipe apply as they are.
-Attention is bidirectional (no causal mask): the predictor sees masked future positions, which is what
-makes it a diffusion model rather than an autoregressive one.
+Attention is bidirectional (no causal mask) by default: the predictor sees masked future positions, which
+is what makes it a diffusion model rather than an autoregressive one. With `attention: "block_causal"` the
+same network attends bidirectionally inside blocks of `block_size` tokens and causally across them (a
+block-diffusion model, common/model/block_mask.py), and can run a window of positions against a KV cache.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
+
+from common.model.block_mask import block_causal_mask, token_positions
+
+ATTENTION_KINDS = ("full", "block_causal")
 
 # Settings of the public LLaDA code that this file implements one way only (the LLaDA-8B way). Any other
 # value builds a different network, so such a checkpoint is refused instead of being loaded wrongly.
@@ -86,6 +92,8 @@ class LLaDAConfig(PretrainedConfig):
         mask_token_id: int = 126336,
         eos_token_id: int = 126081,
         pad_token_id: int = 126081,
+        attention: str = "full",
+        block_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         for key, value in FIXED_SETTINGS.items():
@@ -98,6 +106,10 @@ class LLaDAConfig(PretrainedConfig):
             problems.append(f"d_model {d_model}, n_heads {n_heads}, n_kv_heads {kv_heads} do not divide")
         if embedding_size is not None and embedding_size < vocab_size:
             problems.append(f"embedding_size {embedding_size} < vocab_size {vocab_size}")
+        if attention not in ATTENTION_KINDS:
+            problems.append(f"attention = {attention!r} (supported: {', '.join(ATTENTION_KINDS)})")
+        if attention == "block_causal" and (not isinstance(block_size, int) or block_size < 1):
+            problems.append(f"block_size = {block_size!r} with block_causal attention (must be a positive integer)")
         if problems:
             raise ValueError("unsupported LLaDA config: " + "; ".join(problems))
         self.d_model = d_model
@@ -117,6 +129,8 @@ class LLaDAConfig(PretrainedConfig):
         self.weight_tying = weight_tying
         self.init_std = init_std
         self.mask_token_id = mask_token_id
+        self.attention = attention
+        self.block_size = block_size
         super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
 
 
@@ -151,8 +165,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class LLaDABlock(nn.Module):
     """Pre-norm block: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
 
-    def __init__(self, config: LLaDAConfig) -> None:
+    def __init__(self, config: LLaDAConfig, layer_idx: int) -> None:
         super().__init__()
+        self.layer_idx = layer_idx
         d, h, kv = config.d_model, config.n_heads, config.n_kv_heads
         self.n_heads, self.n_kv_heads, self.head_dim = h, kv, d // h
         qkv_bias = config.include_bias or config.include_qkv_bias
@@ -167,14 +182,22 @@ class LLaDABlock(nn.Module):
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=config.include_bias)
 
     def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        key_mask: torch.Tensor | None,
+        cache: Any = None,
     ) -> torch.Tensor:
+        """`cache.update(k, v, layer_idx)` (transformers' Cache protocol) stores this window's keys and values
+        and returns every key and value the window attends to."""
         b, s, _ = x.shape
         hx = self.attn_norm(x)
         q = self.q_proj(hx).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(hx).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(hx).view(b, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         if self.n_kv_heads != self.n_heads:
             k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
@@ -190,7 +213,7 @@ class LLaDATransformer(nn.Module):
         self.transformer = nn.ModuleDict(
             {
                 "wte": nn.Embedding(config.embedding_size, config.d_model),
-                "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+                "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
                 "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
             }
         )
@@ -233,6 +256,7 @@ class LLaDAModelLM(PreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cache: Any = None,
         **_: object,
     ) -> MaskedLMOutput:
         """`attention_mask` (B, S) marks real tokens (1) and padding (0); padding is never attended to.
@@ -242,20 +266,30 @@ class LLaDAModelLM(PreTrainedModel):
         LLaDA code add a causal bias whenever the mask holds a 0; a mask predictor must stay bidirectional,
         so here the mask only hides padding keys. RoPE is relative, so the shifted positions do not change
         any attention score between real tokens.)
+
+        A block-causal model given a (B, S) mask cuts the whole sequence into blocks from position 0 (the
+        prompt layout). Callers that lay out a completion, a cache window or a composite sequence pass a
+        (B, 1, Q, K) boolean "may attend" mask from common/model/block_mask.py with `position_ids`, and
+        `cache` when the keys of earlier positions come from a KV cache (rollout/kv_cache.py).
         """
         t = self.model.transformer
         x = t["wte"](input_ids)
         key_mask = None
-        if attention_mask is not None:
-            mask = attention_mask.bool()
+        if attention_mask is not None and attention_mask.dim() == 4:
             if position_ids is None:
-                position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-            key_mask = mask[:, None, None, :]
-        elif position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+                raise ValueError("a 4-D attention mask needs position_ids")
+            key_mask = attention_mask.bool()
+        else:
+            real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            if position_ids is None:
+                position_ids = token_positions(real)
+            if self.config.attention == "block_causal":
+                key_mask = block_causal_mask(position_ids // self.config.block_size, real)
+            elif attention_mask is not None:
+                key_mask = real[:, None, None, :]
         rope = rotary_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         for block in t["blocks"]:
-            x = block(x, rope, key_mask)
+            x = block(x, rope, key_mask, cache)
         x = t["ln_f"](x)
         logits = F.linear(x, t["wte"].weight) if self.config.weight_tying else t["ff_out"](x)
         # Rows past vocab_size are padding of the embedding matrix, never real tokens: drop them so no

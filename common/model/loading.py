@@ -1,8 +1,11 @@
 """Turn `model.*` config into a ready policy: the built-in tiny model, or a local checkpoint directory.
 
-Three kinds of directory load:
-- `model_type: "llada"` (the public LLaDA checkpoints, and everything `save_policy` writes): into the
-  native `LLaDAModelLM`, whether or not the directory ships LLaDA's own modeling code (never imported);
+Four kinds of directory load:
+- `model_type: "llada"` (the public LLaDA checkpoints, and everything `save_policy` writes for the tiny
+  model, full or block-causal): into the native `LLaDAModelLM`, whether or not the directory ships LLaDA's
+  own modeling code (never imported);
+- block-diffusion checkpoints (SDAR, TraDo, Fast-dLLM v2, and block models we saved): into transformers'
+  Qwen3 / Qwen2 classes, without their own code (common/model/block_families.py);
 - a directory whose config.json has `auto_map` (e.g. Dream): its own modeling code, only with
   `model.trust_remote_code=true`, because importing it runs that code;
 - any other model type transformers knows: through the Auto classes.
@@ -13,8 +16,10 @@ files (`.bin`, `.pt`) only with `model.allow_pickle=true`. Every problem with th
 
 from __future__ import annotations
 
-import json
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,14 +41,21 @@ from transformers.utils import logging as hf_logging
 from common.checkpoint import MANIFEST, verify_manifest, write_manifest
 from common.config import ModelConfig
 from common.errors import CheckpointError
+from common.model.block_families import block_config, block_family, check_block_config
+from common.model.block_mask import block_spec, plain_block_mask
 from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
 from common.model.tiny import build_tiny_model
 from common.model.tokenizer import build_tiny_tokenizer
+from common.model.weight_files import (
+    check_shard_index,
+    first_line,
+    pickle_files,
+    read_config,
+    read_pickles,
+)
 
 logger = logging.getLogger(__name__)
 
-SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # Keys whose absence from a LLaDA config.json would make the public code build a different network
 # (its defaults are GPT-2-like: tied weights, 50304 embeddings, no RoPE, a non-llama block).
@@ -107,7 +119,9 @@ def load_policy(
     model = model.to(device=device, dtype=torch_dtype)
     mask_id, eos_id, pad_id = _special_ids(model, tokenizer, model_cfg.path)
     banned = (mask_id,) if pad_id == eos_id else (mask_id, pad_id)
-    return Policy(model, tokenizer, mask_id, eos_id, pad_id, banned, model_cfg.logits_shift)
+    spec = block_spec(model)
+    shift = model_cfg.logits_shift or (spec is not None and spec.shift)
+    return Policy(model, tokenizer, mask_id, eos_id, pad_id, banned, shift)
 
 
 def save_policy(policy: Policy, directory: str | Path) -> None:
@@ -123,6 +137,8 @@ def mask_predictor_logits(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     logits_shift: bool | None = None,
+    position_ids: torch.Tensor | None = None,
+    cache: Any = None,
 ) -> torch.Tensor:
     """Logits (B, S, V) where row j scores the token at position j, for any loaded model.
 
@@ -134,15 +150,31 @@ def mask_predictor_logits(
 
     `attention_mask` (B, S) marks real tokens. The native model takes it as is. Other models get it in the
     form Dream's sampler passes: a boolean (B, 1, S, S) mask and positions that count real tokens. Each query
-    may see every real key, so padded rows stay finite (an all-false row would make SDPA return NaN).
+    may see every real key, so padded rows stay finite (an all-false row would make SDPA return NaN); a
+    block-causal model sees blocks from position 0 instead (common/model/block_mask.py).
+
+    A (B, 1, Q, K) boolean mask goes to the model unchanged, with `position_ids` and an optional KV `cache`
+    (rollout/kv_cache.py): the caller has laid out the tokens (a cache window, a composite sequence), so the
+    logits come back unshifted and the caller realigns them.
     """
     if isinstance(policy_or_model, Policy):
         model = policy_or_model.model
         shift = policy_or_model.logits_shift if logits_shift is None else logits_shift
     else:
         model, shift = policy_or_model, bool(logits_shift)
+    if attention_mask is not None and attention_mask.dim() == 4:
+        if cache is None:
+            return model(input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        return model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, use_cache=True
+        ).logits
+    spec = block_spec(model)
     if getattr(getattr(model, "config", None), "model_type", None) == "llada":
         logits = model(input_ids, attention_mask=attention_mask).logits
+    elif spec is not None:
+        keys = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        mask, positions = plain_block_mask(keys, None, spec.size)
+        logits = model(input_ids, attention_mask=mask, position_ids=positions).logits
     elif attention_mask is None or bool(attention_mask.all()):
         logits = model(input_ids).logits
     else:
@@ -169,32 +201,36 @@ def _load_directory(
                 f"{err}; agrpo wrote this directory with a {MANIFEST} of checksums: if you changed its files on "
                 f"purpose, delete {MANIFEST}"
             ) from None
-    raw = _read_config(path)
-    _check_shard_index(path)
-    pickles = _pickle_files(path, model_cfg.allow_pickle)
+    raw = read_config(path)
+    check_shard_index(path)
+    pickles = pickle_files(path, model_cfg.allow_pickle)
     model_type = raw.get("model_type")
-    remote = model_type != "llada" and "auto_map" in raw
+    family = block_family(path, raw)
+    if family is not None:
+        check_block_config(path, raw, family)
+    remote = model_type != "llada" and family is None and "auto_map" in raw
     if remote and not model_cfg.trust_remote_code:
         raise CheckpointError(
             f"model.path {path}: config.json has auto_map, so the model needs the directory's own Python "
             "code, which runs on import; set model.trust_remote_code=true (`--trust-remote-code` on agrpo sample "
             "and agrpo eval) if you trust this directory"
         )
-    if model_type != "llada" and not remote and model_type not in CONFIG_MAPPING:
+    if model_type != "llada" and family is None and not remote and model_type not in CONFIG_MAPPING:
         raise CheckpointError(
             f"model.path {path}: config.json model_type {model_type!r} is not an architecture transformers "
             "knows, and the directory ships no modeling code (no auto_map in config.json)"
         )
     tokenizer = _load_tokenizer(path, model_cfg.trust_remote_code)
-    state_dict = _read_pickles(path, pickles) if pickles else None
+    state_dict = read_pickles(path, pickles) if pickles else None
     try:
-        model_class, config = _model_class(path, raw, remote)
+        if family is not None:
+            model_class, config = block_config(path, raw, family, tokenizer, model_cfg.logits_shift)
+        else:
+            model_class, config = _model_class(path, raw, remote)
         # With pickle weights the state dict is already in memory; transformers then takes no path.
         # Shape mismatches are collected (not raised) so that `_check_loading_info` can name the tensors;
         # transformers' own multi-line load report is silenced, the check below says what matters.
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
+        with _quiet_transformers():
             model, info = model_class.from_pretrained(
                 None if state_dict is not None else path,
                 config=config,
@@ -205,11 +241,9 @@ def _load_directory(
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,
             )
-        finally:
-            hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError, SafetensorError) as err:
-        raise CheckpointError(f"model.path {path}: cannot load the model: {_first_line(err)}") from err
-    _check_loading_info(path, info, strict=model_type == "llada")
+        raise CheckpointError(f"model.path {path}: cannot load the model: {first_line(err)}") from err
+    _check_loading_info(path, info, strict=model_type == "llada" or family is not None)
     return model, tokenizer
 
 
@@ -229,67 +263,19 @@ def _model_class(path: Path, raw: dict[str, Any], remote: bool) -> tuple[type[Pr
     return MODEL_MAPPING[type(config)], config
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"model.path {path}: config.json is missing")
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' multi-line load reports and deprecation notes about the checkpoint's own keys (e.g.
+    that a block family's model_type is not the Qwen class it loads into, or SDAR's `rope_scaling: null`); the
+    checks here say what matters, in one line."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        raw = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"model.path {path}: config.json is not valid JSON: {err}") from err
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"model.path {path}: config.json must hold a JSON object")
-    return raw
-
-
-def _check_shard_index(path: Path) -> None:
-    """A sharded checkpoint's index must be a JSON object with a weight_map (transformers' own error for a
-    damaged one names neither the file nor the problem)."""
-    index = path / SAFETENSORS_FILES[1]
-    if not index.is_file():
-        return
-    try:
-        raw = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"model.path {path}: {index.name} is not valid JSON: {err}") from err
-    if not isinstance(raw, dict) or not isinstance(raw.get("weight_map"), dict):
-        raise CheckpointError(f"model.path {path}: {index.name} has no weight_map object")
-
-
-def _pickle_files(path: Path, allow_pickle: bool) -> list[Path]:
-    """Empty when safetensors weights are there; else the pickle weight files, if the user allowed them."""
-    if any((path / name).is_file() for name in SAFETENSORS_FILES):
-        return []
-    pickles = sorted({f for pattern in PICKLE_PATTERNS for f in path.glob(pattern) if f.is_file()})
-    if not pickles:
-        raise CheckpointError(
-            f"model.path {path}: no weights (expected model.safetensors or model.safetensors.index.json)"
-        )
-    if not allow_pickle:
-        raise CheckpointError(
-            f"model.path {path}: only pickle weights ({', '.join(f.name for f in pickles)}); unpickling can "
-            "run arbitrary code, so they are refused: convert them to safetensors, or set "
-            "model.allow_pickle=true if you trust this directory"
-        )
-    return pickles
-
-
-def _read_pickles(path: Path, pickles: list[Path]) -> dict[str, torch.Tensor]:
-    state_dict: dict[str, torch.Tensor] = {}
-    for file in pickles:
-        try:
-            # weights_only keeps the unpickler to tensors and containers even when pickle is allowed.
-            part = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for an unreadable pickle
-            # torch's message goes on to suggest weights_only=False, which would run the file's code: cut it.
-            reason = _first_line(err).split(" In PyTorch 2.6", 1)[0]
-            raise CheckpointError(
-                f"model.path {path}: cannot read {file.name}: {reason} (not a state dict of tensors, or damaged)"
-            ) from err
-        if not isinstance(part, dict):
-            raise CheckpointError(f"model.path {path}: {file.name} does not hold a state dict")
-        state_dict.update(part)
-    return state_dict
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
@@ -298,9 +284,10 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerB
             f"model.path {path}: no tokenizer (expected one of {', '.join(TOKENIZER_FILES)}); save it next to the model"
         )
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"model.path {path}: cannot load the tokenizer: {_first_line(err)}") from err
+        raise CheckpointError(f"model.path {path}: cannot load the tokenizer: {first_line(err)}") from err
 
 
 def _llada_config(path: Path, raw: dict[str, Any]) -> LLaDAConfig:
@@ -377,8 +364,3 @@ def _special_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, whe
                 f"model.path {where}: {name} token id {value} is outside the model's {rows} embeddings"
             )
     return mask_id, eos_id, pad_id
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

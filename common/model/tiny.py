@@ -1,4 +1,4 @@
-"""The built-in tiny dLLM: a small LLaDAModelLM with a given vocabulary and special ids."""
+"""The built-in tiny dLLM: a small LLaDAModelLM (full or block-causal attention) with a given vocabulary and ids."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def build_tiny_model(
         mask_token_id=mask_id,
         eos_token_id=eos_id,
         pad_token_id=eos_id if pad_id is None else pad_id,
+        attention=shape.attention,
+        block_size=shape.block_size if shape.attention == "block_causal" else None,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

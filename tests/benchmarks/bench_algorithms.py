@@ -1,12 +1,15 @@
-"""AGRPO against diffu-GRPO (and a sweep over k) on the embedded default, several seeds each.
+"""Variants of the embedded default, several seeds each: AGRPO against diffu-GRPO, the block-causal tiny model
+against the full-attention default, or a sweep over k.
 
-Each run is the full `agrpo train` of a recipe (the cached SFT base is shared, so it is built once). A run
+Each run is the full `agrpo train` of a recipe (each recipe's cached SFT base is shared, so it is built once,
+inside the first run of that recipe, whose wall time includes it). A run
 whose directory already holds a `summary.json` for the same config is read back, not rerun, so an
 interrupted benchmark resumes where it stopped. The script prints, side by side, base and final held-out
 accuracy (mean of the last three evaluations), the gain's mean and spread over seeds, wall time and accuracy
 gained per CPU-minute (wall time x CPUs).
 
     .venv/bin/python tests/benchmarks/bench_algorithms.py                      # AGRPO vs diffu-GRPO, 3 seeds
+    .venv/bin/python tests/benchmarks/bench_algorithms.py --variants agrpo,block  # block-causal vs full attention
     .venv/bin/python tests/benchmarks/bench_algorithms.py --sweep-k 1,4,8,all  # k sweep of AGRPO
     .venv/bin/python tests/benchmarks/bench_algorithms.py --seeds 0 learner.steps=100   # quicker
 """
@@ -29,6 +32,13 @@ from cluster.train import train
 from common.config import Config, dump_config, load_config
 
 RECIPES = Path(__file__).resolve().parents[2] / "deploy" / "recipes"
+VARIANTS = {
+    "agrpo": ("tiny.yaml", []),
+    "diffu-grpo": ("tiny-diffu-grpo.yaml", []),
+    "block": ("tiny-block.yaml", []),
+}
+"""name -> (recipe, overrides): AGRPO on the full-attention default, the diffu-GRPO baseline, AGRPO on the
+block-causal tiny model (exact KV-cached rollouts, composite-sequence learner)."""
 
 
 def finished(config: Config) -> dict[str, Any] | None:
@@ -65,6 +75,7 @@ def run(name: str, recipe: str, seed: int, root: Path, overrides: list[str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--variants", default="agrpo,diffu-grpo", help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--sweep-k", default=None, help="sweep AGRPO's k instead, e.g. 1,4,8,all")
     parser.add_argument("--root", default="runs/bench-algorithms", help="where the runs are written")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
@@ -75,7 +86,10 @@ def main() -> None:
     if args.sweep_k:
         variants = {f"agrpo k={k}": ("tiny.yaml", [f"algorithm.k={k}"]) for k in args.sweep_k.split(",")}
     else:
-        variants = {"agrpo": ("tiny.yaml", []), "diffu-grpo": ("tiny-diffu-grpo.yaml", [])}
+        unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+        if unknown:
+            parser.error(f"--variants {args.variants}: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+        variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     results: dict[str, list[dict[str, float]]] = {}
     for name, (recipe, extra) in variants.items():
         results[name] = [run(name.replace(" ", "_"), recipe, s, root, [*extra, *args.overrides]) for s in seeds]

@@ -110,6 +110,30 @@ def test_resume_is_exact(local_ray, tmp_path: Path) -> None:
     assert [line["step"] for line in metrics_lines(split)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_block_causal_model_trains_through_the_whole_loop(local_ray, tmp_path: Path) -> None:
+    """Rollouts through the exact KV cache, learner updates on composite rows (DeepSpeed, LoRA), evaluation:
+    on-policy, the learner recomputes the rollout's log-probs, and the workers end on the learner's weights."""
+    config = small_config(
+        tmp_path,
+        "model.tiny.attention=block_causal",
+        "model.tiny.block_size=4",
+        "sampler.block_length=4",
+        "rollout.max_staleness=0",
+        "learner.steps=2",
+        "learner.lora.enabled=true",
+        "learner.lora.r=4",
+    )
+    _, checksums = run_to_end(config)
+    assert checksums["rollout"] == checksums["learner"]
+    lines = metrics_lines(tmp_path)
+    assert [line["step"] for line in lines] == [1, 2]
+    assert all(line["max_logprob_diff"] < 1e-4 for line in lines), [line["max_logprob_diff"] for line in lines]
+    assert (
+        json.loads((tmp_path / "checkpoints" / "step-00000002" / "model" / "config.json").read_text())["attention"]
+        == "block_causal"
+    )
+
+
 def test_incompatible_checkpoint_is_refused(local_ray, tmp_path: Path) -> None:
     train(small_config(tmp_path, "learner.steps=1"))
     with pytest.raises(Exception, match="different algorithm.group_size"):

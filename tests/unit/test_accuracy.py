@@ -13,7 +13,7 @@ import yaml
 import cluster.cli as cli
 from common.config import DataConfig, ModelConfig, load_config
 from common.errors import ConfigError, DataError, UserError
-from common.model.loading import load_policy
+from common.model.loading import load_policy, save_policy
 from rewards.data import load_task_items
 from rewards.tasks import load_task
 from rollout.accuracy import eval_sampler, evaluate
@@ -240,3 +240,15 @@ def test_a_protocol_without_the_task_fails_before_sampling(capsys: pytest.Captur
         )
     code, _, err = _eval(["--checkpoint", "tiny", "--task", "arithmetic", "--protocol", "d1"], capsys)
     assert code == 2 and "d1's evaluation parser grades only" in err and err.count("\n") == 1
+
+
+def test_block_checkpoint_evaluates_in_its_own_blocks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model_dir = tmp_path / "block"
+    policy = load_policy(ModelConfig(tiny={"attention": "block_causal", "block_size": 4}))
+    save_policy(policy, model_dir)
+    args = ["--checkpoint", str(model_dir), "--task", "arithmetic", "--gen-length", "8", "--steps", "4", "--n", "4"]
+    code, _, _ = _eval([*args, "--output", str(tmp_path / "ev")], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["settings"]["block_length"] == 4 and report["settings"]["kv_cache"] == "auto"
+    assert report["results"][0]["n"] == 4

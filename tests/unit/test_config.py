@@ -67,6 +67,12 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         (["sampler.temperature=0"], "sampler.temperature = 0: training rollouts need temperature > 0"),
         (["nokey"], "expected key.sub=value"),
         (["sampler.top_p=0.9"], "sampler.top_p = 0.9: training with top-p needs sampler.top_k > 0 too"),
+        (
+            ["model.tiny.attention=block_causal", "model.tiny.block_size=4"],
+            "sampler.block_length = 32: must equal model.tiny.block_size = 4 for a block_causal model",
+        ),
+        (["model.tiny.attention=causal"], "model.tiny.attention = 'causal': Input should be 'full' or 'block_causal'"),
+        (["sampler.kv_cache=dual"], "sampler.kv_cache = 'dual': Input should be 'auto' or 'off'"),
     ],
 )
 def test_bad_values_name_field_value_and_rule(overrides: list[str], expected: str) -> None:

@@ -34,6 +34,7 @@ CLUSTER = DEPLOY / "cluster"
 OPERATIONS = REPO / "docs" / "operations.md"
 LLADA_RECIPES = sorted(RECIPES.glob("llada8b-*.yaml"))
 GSM8K = RECIPES / "llada8b-gsm8k.yaml"
+BLOCK_RECIPE = RECIPES / "trado4b-math.yaml"
 DEPLOY_DATA_FILES = sorted(p for ext in ("yaml", "yml", "json") for p in DEPLOY.rglob(f"*.{ext}"))
 # Labels Ray adds to every exported series, usable in dashboard queries besides a metric's own tags.
 RAY_LABELS = {"SessionName", "NodeAddress", "WorkerId", "Component", "Version", "instance", "job"}
@@ -327,6 +328,32 @@ def test_recipe_rewards_resolve_and_unsafe_loading_stays_off(path: Path) -> None
     c = load_config(path)
     assert build_reward_fn(c.rewards) is not None
     assert c.rewards.modules == []
+    assert not c.model.allow_pickle and not c.model.trust_remote_code
+
+
+def test_block_diffusion_recipe_is_a_one_node_parameterised_run() -> None:
+    """The real block-diffusion checkpoint recipe: hardware and cost stated, paths are parameters, the 8 GPUs of
+    one node filled, TraDo's block of 4 with the cache, LoRA on Qwen3 module names, nothing unsafe."""
+    header = BLOCK_RECIPE.read_text().split("\nseed:")[0]
+    assert "Hardware:" in header and re.search(r"Cost \(ESTIMATE[^)]*\):.*GPU-hours", header, flags=re.DOTALL)
+    c = load_config(BLOCK_RECIPE)
+    assert c.model.path.startswith("/models/") and c.run_dir.startswith("/checkpoints/")
+    assert c.data.path is not None and c.data.path.startswith("/data/") and "{split}" in c.data.path
+    assert (c.sampler.block_length, c.sampler.kv_cache, c.sampler.remasking) == (4, "auto", "random")
+    assert set(c.learner.lora.target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+    gpus = sum(b.get("GPU", 0.0) for bundles in role_bundles(c).values() for b in bundles)
+    for head, worker in cluster_node_resources():
+        assert gpus == worker["GPU"]
+        check_capacity(role_bundles(c), {"CPU": head["CPU"] + worker["CPU"], "GPU": worker["GPU"]})
+    assert build_reward_fn(c.rewards) is not None
     assert not c.model.allow_pickle and not c.model.trust_remote_code
 
 

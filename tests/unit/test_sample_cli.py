@@ -9,6 +9,7 @@ import pytest
 
 from cluster.cli import main
 from common.model.tokenizer import build_tiny_tokenizer
+from tests.unit.block_helpers import write_sdar_dir
 from tests.unit.model_helpers import write_toy_remote_dir
 
 FAST = ["--gen-length", "16", "--block-length", "8", "--steps", "4", "--device", "cpu"]
@@ -109,3 +110,21 @@ def test_remote_code_directory_needs_the_flag(tmp_path: Path, capsys: pytest.Cap
     assert not out.exists()
     assert main([*argv, "--trust-remote-code", "--logits-shift"]) == 0
     assert len(_rows(out)[0]["completion_ids"]) == 16
+
+
+def test_block_checkpoint_samples_in_its_own_blocks_with_and_without_the_cache(tmp_path: Path):
+    """An SDAR-format directory: the block length defaults to the model's block size (4); the exact cache and
+    full forwards give the same greedy completions."""
+    model_dir = tmp_path / "sdar"
+    write_sdar_dir(model_dir)
+    argv = ["sample", "--model", str(model_dir), "--prompt", "3 5 7 = 22", "--prompt", "1+1="]
+    greedy = ["--gen-length", "16", "--steps", "8", "--temperature", "0", "--remasking", "low_confidence"]
+    outs = []
+    for cache in ("auto", "off"):
+        out = tmp_path / f"{cache}.jsonl"
+        assert main([*argv, *greedy, "--kv-cache", cache, "--device", "cpu", "--output", str(out)]) == 0
+        outs.append(_rows(out))
+    assert outs[0] == outs[1]
+    assert all(len(r["completion_ids"]) == 16 for r in outs[0])
+    code = main([*argv, *greedy, "--block-length", "8", "--device", "cpu", "--output", str(tmp_path / "x.jsonl")])
+    assert code == 2
