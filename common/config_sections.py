@@ -72,17 +72,51 @@ class ModelConfig(Section):
     )
 
 
+REMASKING = Literal["low_confidence", "random", "entropy", "leftmost"]
+CONFIDENCE_DTYPES = Literal["model", "float32", "float64"]
+TIE_BREAKS = Literal["reference", "position"]
+
+
 class SamplerConfig(Section):
     """The diffusion sampler used for training rollouts (ALGORITHM.md section 1)."""
 
     gen_length: int = Field(32, gt=0, description="Completion length C in tokens.")
     block_length: int = Field(32, gt=0, description="Block length BL of the semi-autoregressive schedule.")
-    steps: int = Field(16, gt=0, description="Total sampling steps N over the whole completion.")
+    steps: int = Field(
+        16,
+        gt=0,
+        description="Total sampling steps N over the whole completion (unmask: fixed); threshold decoding takes "
+        "as many steps as each row needs.",
+    )
     temperature: float = Field(1.0, ge=0.0, description="Softmax temperature; 0 is greedy.")
     top_k: int = Field(0, ge=0, description="Keep the k most likely tokens; 0 disables top-k.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus truncation; 1.0 disables top-p.")
-    remasking: Literal["low_confidence", "random", "entropy"] = Field(
-        "random", description="Which positions to commit each step; training uses `random` (exact gradient)."
+    remasking: REMASKING = Field(
+        "random",
+        description="Which positions to commit each step: `random` (training: exact gradient), `low_confidence` "
+        "(evaluation), `entropy`, or `leftmost` (left to right inside the block; exact gradient too).",
+    )
+    unmask: Literal["fixed", "threshold"] = Field(
+        "fixed",
+        description="How many positions a step commits: `fixed` (LLaDA's schedule over `steps`), or `threshold` "
+        "(Fast-dLLM's parallel decoding: every open position of the block whose confidence reaches `threshold`, "
+        "at least one and at most `max_unmask_per_step`).",
+    )
+    threshold: float = Field(
+        0.9, gt=0.0, le=1.0, description="Confidence threshold tau of `unmask: threshold` (probability of the drawn token)."
+    )
+    max_unmask_per_step: int = Field(
+        0, ge=0, description="Most positions one step of `unmask: threshold` commits; 0 = no cap (Fast-dLLM)."
+    )
+    confidence_dtype: CONFIDENCE_DTYPES = Field(
+        "float64",
+        description="Precision of the confidence that ranks positions (low_confidence) and meets the threshold: "
+        "`model` (the logits' dtype, as LLaDA's generate.py ranks since June 2025), `float32`, or `float64`.",
+    )
+    tie_break: TIE_BREAKS = Field(
+        "position",
+        description="Among exactly tied position scores: `position` (leftmost first, the same in any batch) or "
+        "`reference` (what torch.topk picks over the row's own unpadded sequence, as LLaDA's generate.py).",
     )
     batch_size: int = Field(64, gt=0, description="Sequences per sampler forward pass.")
     early_exit: bool = Field(
@@ -90,10 +124,18 @@ class SamplerConfig(Section):
         description="Once a row's block is all EOS, fill the rest of its completion with EOS and stop "
         "running the model on it (saves forward passes; filled tokens carry no log-prob and no loss).",
     )
-    kv_cache: Literal["auto", "off"] = Field(
+    kv_cache: Literal["auto", "off", "prefix", "dual"] = Field(
         "auto",
         description="`auto`: an exact KV cache for block-causal models (each step runs the current block only), "
-        "none for full attention; `off`: every step runs the whole sequence.",
+        "none for full attention; `off`: every step runs the whole sequence; `prefix` / `dual` (full-attention "
+        "LLaDA models): approximate caches refreshed at each block start, a step runs the block and what follows "
+        "it (prefix) or the block alone (dual).",
+    )
+    cache_refresh_steps: int = Field(
+        0,
+        ge=0,
+        description="`prefix` / `dual`: also refresh the cache (one full forward) every n steps of a block; "
+        "0 = at block starts only.",
     )
 
     @model_validator(mode="after")
@@ -332,11 +374,25 @@ class EvalConfig(Section):
 
     every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
     num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")
-    remasking: Literal["low_confidence", "random", "entropy"] = Field(
+    remasking: REMASKING = Field(
         "low_confidence", description="Remasking at evaluation (the d1 protocol uses low_confidence)."
     )
     temperature: float = Field(0.0, ge=0.0, description="Temperature at evaluation; 0 is greedy (d1 protocol).")
     steps: int | None = Field(None, gt=0, description="Sampling steps at evaluation; none = sampler.steps.")
+    kv_cache: Literal["auto", "off", "prefix", "dual"] | None = Field(
+        None, description="KV cache at evaluation; none = sampler.kv_cache (`auto` evaluates full attention exactly)."
+    )
+    unmask: Literal["fixed", "threshold"] | None = Field(
+        None, description="Unmasking at evaluation (`fixed` or `threshold`); none = sampler.unmask."
+    )
+    confidence_dtype: CONFIDENCE_DTYPES = Field(
+        "model",
+        description="Precision of the low_confidence ranking at evaluation; `model` with tie_break `reference` "
+        "reproduces LLaDA's generate.py (it ranks by a softmax in the model's dtype).",
+    )
+    tie_break: TIE_BREAKS = Field(
+        "reference", description="Among exactly tied position scores at evaluation (see sampler.tie_break)."
+    )
     batch_size: int = Field(256, gt=0, description="Sequences per evaluation forward pass.")
     protocol: Literal["agrpo", "d1"] = Field(
         "agrpo",
@@ -346,9 +402,16 @@ class EvalConfig(Section):
     def sampler(self, train: SamplerConfig) -> SamplerConfig:
         """The training sampler with the evaluation overrides applied (validated again)."""
         values = train.model_dump()
-        values.update(remasking=self.remasking, temperature=self.temperature, batch_size=self.batch_size)
-        if self.steps is not None:
-            values["steps"] = self.steps
+        values.update(
+            remasking=self.remasking,
+            temperature=self.temperature,
+            batch_size=self.batch_size,
+            confidence_dtype=self.confidence_dtype,
+            tie_break=self.tie_break,
+        )
+        for name in ("steps", "kv_cache", "unmask"):
+            if getattr(self, name) is not None:
+                values[name] = getattr(self, name)
         return SamplerConfig.model_validate(values)
 
 

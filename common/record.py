@@ -31,6 +31,12 @@ class TrajectoryBatch:
     committed at a step after the last non-EOS commit, so no loss term ever includes them.
     `banned_ids` are the ids the sampler could never draw besides MASK (sorted), which the learner must
     ban too for the ratio to be 1; None in a record saved before they were kept.
+
+    Each row counts its own steps: `unmask_step` runs 0, 1, ... over the steps that row took, so with
+    `sampler.unmask: threshold` (a variable number of tokens per step) rows take different numbers of steps
+    and every state is still `state_at(row, t)`. `forward_passes[b]` is how many model calls row b took part
+    in (counted where the model is called: cache fills, windows and commits each count one); None in a record
+    saved before it was kept.
     """
 
     prompt_ids: list[np.ndarray]
@@ -44,6 +50,7 @@ class TrajectoryBatch:
     mask_id: int
     eos_id: int
     banned_ids: tuple[int, ...] | None = None
+    forward_passes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         b, c = self.completion_ids.shape
@@ -54,6 +61,8 @@ class TrajectoryBatch:
                 raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {(b, c)}")
         if self.allowed_ids is not None and self.allowed_ids.shape[:2] != (b, c):
             raise ValueError(f"allowed_ids has shape {self.allowed_ids.shape}, expected ({b}, {c}, K)")
+        if self.forward_passes is not None and self.forward_passes.shape != (b,):
+            raise ValueError(f"forward_passes has shape {self.forward_passes.shape}, expected ({b},)")
 
     @property
     def size(self) -> int:
@@ -65,7 +74,16 @@ class TrajectoryBatch:
 
     @property
     def num_steps(self) -> int:
-        return self.sampler.steps
+        """Steps of the longest row: `sampler.steps` for the fixed schedule, else the most any row took."""
+        taken = int(self.unmask_step.max()) + 1 if self.unmask_step.size else 0
+        if self.sampler.unmask == "fixed":
+            return max(self.sampler.steps, taken)
+        return max(taken, 1)
+
+    def row_steps(self) -> np.ndarray:
+        """(B,) steps each row took to sample its tokens (an early exit's EOS fill is not a step)."""
+        steps = np.where(self.filled, -1, self.unmask_step.astype(np.int64))
+        return steps.max(axis=1) + 1
 
     def last_step(self) -> np.ndarray:
         """L_i: the last step that committed a non-EOS token (0 for an all-EOS completion)."""
@@ -83,10 +101,23 @@ class TrajectoryBatch:
         np.add.at(out, (rows[keep], steps[keep]), ent[keep])
         return out
 
-    def block_of_step(self, steps: np.ndarray) -> np.ndarray:
-        """The completion block sampled at each step (blocks share the steps evenly, left to right)."""
-        per_block = self.sampler.steps // (self.gen_length // self.sampler.block_length)
-        return np.asarray(steps, dtype=np.int64) // per_block
+    def block_of_step(self, steps: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The completion block that step `steps[j]` of row `rows[j]` sampled.
+
+        Every step commits inside one block: the block of the positions the row committed at that step. Without
+        `rows` it is the fixed schedule's block (blocks share the steps evenly), which only a fixed-schedule
+        record has.
+        """
+        steps = np.asarray(steps, dtype=np.int64)
+        if rows is None:
+            if self.sampler.unmask != "fixed":
+                raise ValueError("block_of_step: a record of threshold decoding needs the rows of the steps")
+            per_block = self.sampler.steps // (self.gen_length // self.sampler.block_length)
+            return steps // per_block
+        at = self.unmask_step[np.asarray(rows, dtype=np.int64)].astype(np.int64) == steps[:, None]
+        if not at.any(axis=1).all():
+            raise ValueError("block_of_step: a step committed nothing in its row (past the row's last step)")
+        return np.argmax(at, axis=1) // self.sampler.block_length
 
     def state_at(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """Completion tokens x_t of `rows` at `steps`: positions committed at or after t are MASK."""
@@ -116,6 +147,7 @@ class TrajectoryBatch:
             mask_id=self.mask_id,
             eos_id=self.eos_id,
             banned_ids=self.banned_ids,
+            forward_passes=None if self.forward_passes is None else self.forward_passes[idx],
         )
 
     @staticmethod
@@ -138,6 +170,7 @@ class TrajectoryBatch:
                     for b in batches
                 ]
             )
+        passes = [b.forward_passes for b in batches]
         return TrajectoryBatch(
             prompt_ids=[p for b in batches for p in b.prompt_ids],
             completion_ids=np.concatenate([b.completion_ids for b in batches]),
@@ -150,6 +183,7 @@ class TrajectoryBatch:
             mask_id=first.mask_id,
             eos_id=first.eos_id,
             banned_ids=first.banned_ids,
+            forward_passes=None if any(p is None for p in passes) else np.concatenate(passes),  # type: ignore[arg-type]
         )
 
 
@@ -175,7 +209,7 @@ def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: flo
     return adv
 
 
-_ARRAYS = ("completion_ids", "unmask_step", "logprob", "entropy", "filled", "allowed_ids")
+_ARRAYS = ("completion_ids", "unmask_step", "logprob", "entropy", "filled", "allowed_ids", "forward_passes")
 
 
 def group_to_state(group: RolloutGroup) -> dict[str, Any]:
@@ -213,6 +247,7 @@ def group_from_state(state: dict[str, Any]) -> RolloutGroup:
         mask_id=int(state["mask_id"]),
         eos_id=int(state["eos_id"]),
         banned_ids=None if state.get("banned_ids") is None else tuple(int(i) for i in state["banned_ids"]),
+        forward_passes=arrays.get("forward_passes"),
     )
     rewards = state["rewards"]
     return RolloutGroup(

@@ -142,7 +142,7 @@ def build_composite_tokens(
     for j, r in enumerate(pair_row):
         pair_copy[j] = seen[r]
         seen[r] += 1
-    pair_block = batch.block_of_step(steps)
+    pair_block = batch.block_of_step(steps, rows)
     states = batch.state_at(rows, steps)
     size = block.size
     copies: list[list[tuple[int, np.ndarray]]] = [[] for _ in trajectories]

@@ -89,26 +89,39 @@ def token_stats(cand: Candidates, choice: torch.Tensor) -> tuple[torch.Tensor, t
     return chosen, entropy
 
 
+def confidence(cand: Candidates, choice: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(M,) probability of the chosen token under the truncated tempered distribution, softmax in `dtype`.
+
+    `dtype` is the precision `sampler.confidence_dtype` names: the model's logits dtype reproduces LLaDA's
+    generate.py (a softmax of the model's bf16 logits on a GPU, with its many exact ties), float64 is Fast-dLLM's
+    copy and LLaDA's code before June 2025. The result stays in `dtype`, so ties stay ties for the tie-break.
+    """
+    probs = torch.softmax(cand.logits.to(dtype), dim=1)
+    return probs.gather(1, choice[:, None]).squeeze(1)
+
+
 def position_scores(
     mode: str,
-    cand: Candidates,
-    choice: torch.Tensor,
+    conf: torch.Tensor | None,
     entropy: torch.Tensor,
+    cols: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """(M,) float64 scores; the highest-scoring positions are committed.
+    """(M,) scores of the M open positions at block columns `cols`; the highest-scoring are committed.
 
-    `low_confidence` uses the float64 softmax of the same truncated tempered logits, the precision the
-    LLaDA reference ranks by, so greedy sampling orders positions exactly like it.
+    `low_confidence` ranks by `conf` in its own dtype; `random` draws U(0, 1) in float64 from the generator;
+    `entropy` prefers the lowest entropy; `leftmost` the lowest column (left to right, independent of theta).
     """
     if mode == "low_confidence":
-        probs = torch.softmax(cand.logits.double(), dim=1)
-        return probs.gather(1, choice[:, None]).squeeze(1)
+        assert conf is not None
+        return conf
     if mode == "random":
-        return torch.rand(choice.shape, dtype=torch.float64, device=choice.device, generator=generator)
+        return torch.rand(cols.shape, dtype=torch.float64, device=cols.device, generator=generator)
     if mode == "entropy":
         return -entropy.double()
-    raise ValueError(f"remasking = {mode!r}: must be low_confidence, random or entropy")
+    if mode == "leftmost":
+        return -cols.double()
+    raise ValueError(f"remasking = {mode!r}: must be low_confidence, random, entropy or leftmost")
 
 
 def banned_tensor(mask_id: int, banned_ids: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -72,7 +72,7 @@ def test_dump_round_trips(tmp_path: Path) -> None:
             "sampler.block_length = 32: must equal model.tiny.block_size = 4 for a block_causal model",
         ),
         (["model.tiny.attention=causal"], "model.tiny.attention = 'causal': Input should be 'full' or 'block_causal'"),
-        (["sampler.kv_cache=dual"], "sampler.kv_cache = 'dual': Input should be 'auto' or 'off'"),
+        (["sampler.kv_cache=full"], "sampler.kv_cache = 'full': Input should be 'auto', 'off', 'prefix' or 'dual'"),
     ],
 )
 def test_bad_values_name_field_value_and_rule(overrides: list[str], expected: str) -> None:
