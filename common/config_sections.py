@@ -103,7 +103,10 @@ class SamplerConfig(Section):
         "at least one and at most `max_unmask_per_step`).",
     )
     threshold: float = Field(
-        0.9, gt=0.0, le=1.0, description="Confidence threshold tau of `unmask: threshold` (probability of the drawn token)."
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Confidence threshold tau of `unmask: threshold` (probability of the drawn token).",
     )
     max_unmask_per_step: int = Field(
         0, ge=0, description="Most positions one step of `unmask: threshold` commits; 0 = no cap (Fast-dLLM)."

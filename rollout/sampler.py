@@ -94,7 +94,9 @@ def _start(prompts: list[Sequence[int]], cfg: SamplerConfig, mask_id: int, pad_i
     )
 
 
-def _exit_finished(trace: _Trace, active: torch.Tensor, block_start: int, block_length: int, eos_id: int) -> torch.Tensor:
+def _exit_finished(
+    trace: _Trace, active: torch.Tensor, block_start: int, block_length: int, eos_id: int
+) -> torch.Tensor:
     """Fill rows whose previous block is all EOS with EOS from `block_start` on; return the other rows.
 
     The fill is stamped with the row's next step, later than any step that committed a sampled token of
