@@ -74,11 +74,10 @@ class TrajectoryBatch:
 
     @property
     def num_steps(self) -> int:
-        """Steps of the longest row: `sampler.steps` for the fixed schedule, else the most any row took."""
-        taken = int(self.unmask_step.max()) + 1 if self.unmask_step.size else 0
+        """Steps of the longest row: `sampler.steps` for the fixed schedule, else the most steps any row took."""
         if self.sampler.unmask == "fixed":
-            return max(self.sampler.steps, taken)
-        return max(taken, 1)
+            return self.sampler.steps
+        return max(int(self.row_steps().max(initial=0)), 1)
 
     def row_steps(self) -> np.ndarray:
         """(B,) steps each row took to sample its tokens (an early exit's EOS fill is not a step)."""

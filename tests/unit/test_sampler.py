@@ -73,32 +73,79 @@ def _run(model: nn.Module, cfg: SamplerConfig, prompts: Sequence[Sequence[int]] 
 
 @torch.no_grad()
 def llada_reference(model: nn.Module, prompt: list[int], gen_length: int, block_length: int, steps: int):
-    """LLaDA generate() at temperature 0 with low_confidence, one unpadded prompt, straight from its
-    description: full-sequence forward, argmax, float64 softmax confidence, -inf outside the block and
-    on committed positions, commit the top num_transfer_tokens."""
+    """LLaDA's generate() at temperature 0 with low_confidence for one unpadded prompt, rule for rule as
+    ML-GSAI/LLaDA generate.py has it since June 2025 (commit f51cb17, "Remove float64 in softmax"): a forward of
+    the whole sequence with its attention mask, x0 = argmax of the logits, p = softmax of the logits in the
+    model's own dtype, x0_p = p at x0, -inf after the current block and on committed positions, then
+    torch.topk over the whole row (prompt included) commits get_num_transfer_tokens positions. Returns the
+    completion and the step at which each of its positions was committed."""
     x = torch.tensor([[*prompt, *([MASK] * gen_length)]])
+    ones = torch.ones_like(x)
+    order = torch.full_like(x, -1)
+    step = 0
     per_block = steps // (gen_length // block_length)
     for b in range(gen_length // block_length):
         end = len(prompt) + (b + 1) * block_length
         masked = int((x[0, end - block_length : end] == MASK).sum())
         counts = [masked // per_block + (1 if i < masked % per_block else 0) for i in range(per_block)]
         for n in counts:
-            logits = model(x).logits[0].double()
+            logits = model(x, attention_mask=ones).logits
             x0 = logits.argmax(-1)
-            p0 = torch.softmax(logits, -1).gather(-1, x0[:, None])[:, 0]
-            confidence = torch.where(x[0] == MASK, p0, float("-inf"))
-            confidence[end:] = float("-inf")
-            index = confidence.topk(n).indices
-            x[0, index] = x0[index]
-    return x[0, len(prompt) :].tolist()
+            x0_p = torch.softmax(logits, -1).gather(-1, x0[..., None])[..., 0]
+            x0_p[:, end:] = float("-inf")
+            confidence = torch.where(x == MASK, x0_p, float("-inf"))
+            index = torch.topk(confidence[0], k=n).indices
+            x[0, index] = x0[0, index]
+            order[0, index] = step
+            step += 1
+    return x[0, len(prompt) :].tolist(), order[0, len(prompt) :].tolist()
 
 
-@pytest.mark.parametrize(("gen", "block", "steps"), [(24, 8, 6), (16, 8, 6), (16, 16, 16), (12, 4, 6)])
+REFERENCE = {"confidence_dtype": "model", "tie_break": "reference"}
+PARITY = [(24, 8, 6), (16, 8, 6), (16, 16, 16), (12, 4, 6)]
+
+
+@pytest.mark.parametrize(("gen", "block", "steps"), PARITY)
 def test_greedy_low_confidence_matches_llada_reference(model: NoMaskLogits, gen: int, block: int, steps: int):
+    """Batched (padded) prompts in float32, ranked as the reference ranks (the evaluation default)."""
     cfg = _cfg(gen_length=gen, block_length=block, steps=steps, temperature=0.0, remasking="low_confidence")
-    record = _run(model, cfg)
+    record = _run(model, cfg.model_copy(update=REFERENCE))
     for i, prompt in enumerate(PROMPTS):
-        assert record.completion_ids[i].tolist() == llada_reference(model, prompt, gen, block, steps)
+        tokens, order = llada_reference(model, prompt, gen, block, steps)
+        assert (record.completion_ids[i].tolist(), record.unmask_step[i].tolist()) == (tokens, order)
+
+
+@pytest.fixture(scope="module")
+def bf16_model() -> NoMaskLogits:
+    """In bfloat16 with a milder head (confidences near each other), so rounding ties positions often: ranking in
+    float64 or breaking ties by position departs from the reference on about a quarter of these rows."""
+    model = _sharp_tiny_model(seed=1)
+    with torch.no_grad():
+        model.model.transformer["ff_out"].weight.mul_(0.2)
+    return NoMaskLogits(model.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize(("gen", "block", "steps"), PARITY)
+def test_bf16_greedy_matches_llada_reference_with_its_ties(bf16_model: NoMaskLogits, gen: int, block: int, steps: int):
+    """In bfloat16 the reference's softmax has many exact ties; ranking in the model's dtype and breaking ties
+    with topk over the unpadded row reproduces it (each prompt alone, so the logits are the reference's)."""
+    cfg = _cfg(gen_length=gen, block_length=block, steps=steps, temperature=0.0, remasking="low_confidence")
+    for prompt in PROMPTS:
+        record = _run(bf16_model, cfg.model_copy(update=REFERENCE), prompts=[prompt])
+        tokens, order = llada_reference(bf16_model, prompt, gen, block, steps)
+        assert (record.completion_ids[0].tolist(), record.unmask_step[0].tolist()) == (tokens, order)
+
+
+def test_confidence_dtype_sets_the_ranking_precision():
+    """Two positions whose probabilities differ in float64 but tie once rounded to bfloat16."""
+    from rollout.distribution import Candidates, confidence
+
+    logits = torch.tensor([[0.0, -6.0000], [0.0, -6.0039]], dtype=torch.float32)
+    choice = torch.zeros(2, dtype=torch.long)
+    exact = confidence(Candidates(logits, None), choice, torch.float64)
+    coarse = confidence(Candidates(logits, None), choice, torch.bfloat16)
+    assert exact.dtype == torch.float64 and exact[1] > exact[0]
+    assert coarse.dtype == torch.bfloat16 and coarse[0] == coarse[1]
 
 
 def _check_commits(record: TrajectoryBatch) -> None:
