@@ -158,14 +158,17 @@ def plot_accuracy_vs_steps(report: dict[str, Any], path: str | Path) -> Path:
     """The compute/quality frontier: accuracy against sampling steps, the checkpoint and its baseline if any.
 
     `report` is the content of eval.json (`agrpo eval`): `results` and optionally `baseline.results`,
-    each a list of {steps, accuracy}.
+    each a list of {steps, accuracy} and, from `evaluate()`, `nfe`: then a second panel draws accuracy against
+    the forward passes per sample that were counted (caches, threshold decoding and early exits make them
+    differ from the steps).
     """
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
     curves = [(report.get("checkpoint", "checkpoint"), report.get("results", []), "tab:red")]
     if report.get("baseline"):
         base = report["baseline"]
         curves.append((f"baseline {base.get('checkpoint', '')}", base.get("results", []), "tab:gray"))
+    has_nfe = any("nfe" in r for _, results, _ in curves for r in results)
+    fig = Figure(figsize=(12 if has_nfe else 7, 4.5))
+    ax = fig.add_subplot(1, 2 if has_nfe else 1, 1)
     all_steps: set[int] = set()
     for label, results, color in curves:
         points = sorted((r["steps"], 100.0 * r["accuracy"]) for r in results)
@@ -186,7 +189,23 @@ def plot_accuracy_vs_steps(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
+    if has_nfe:
+        _draw_nfe(fig.add_subplot(1, 2, 2), curves)
     return _save(fig, Path(path))
+
+
+def _draw_nfe(ax: Axes, curves: Sequence[tuple[str, Sequence[dict[str, Any]], str]]) -> None:
+    """Accuracy against the measured forward passes per sample (NFE) of each evaluated setting."""
+    for label, results, color in curves:
+        points = sorted((r["nfe"], 100.0 * r["accuracy"]) for r in results if "nfe" in r)
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", color=color, label=Path(str(label)).name or str(label))
+    ax.set_title("accuracy vs forward passes (measured)")
+    ax.set_xlabel("forward passes per sample (NFE)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
 
 
 def plot_run(run_dir: str | Path) -> tuple[list[Path], list[str]]:

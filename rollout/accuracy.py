@@ -42,8 +42,12 @@ def eval_sampler(
     top_k: int = 0,
     top_p: float = 1.0,
     kv_cache: str = "auto",
+    **options: Any,
 ) -> SamplerConfig:
-    """A validated sampler setting, or a one-line ConfigError naming the rule it breaks."""
+    """A validated sampler setting, or a one-line ConfigError naming the rule it breaks.
+
+    `options` are further `SamplerConfig` fields (unmask, threshold, confidence_dtype, tie_break, ...).
+    """
     try:
         return SamplerConfig(
             gen_length=gen_length,
@@ -55,6 +59,7 @@ def eval_sampler(
             top_k=top_k,
             top_p=top_p,
             kv_cache=kv_cache,
+            **options,
         )
     except ValidationError as err:
         problems = format_validation_error(err).split("; ")
@@ -78,8 +83,9 @@ def evaluate(
 
     Returns accuracy, num, den, n (items), protocol, grading_timeouts and grading_errors (items graded
     wrong because their grading ran past `grade_timeout_s`, or raised or crashed its child), seconds
-    (sampling, decoding and grading) and tokens_per_s
-    (completion positions produced per second, EOS padding included); with `keep_outcomes`, also
+    (sampling, decoding and grading), tokens_per_s (completion positions produced per second, EOS padding
+    included) and nfe (model forward passes per item, counted at every model call: the compute a step count
+    stands for once caches, threshold decoding or early exits change it); with `keep_outcomes`, also
     `outcomes`: per item its completion text, num and den. The same seed gives the same completions.
     The model is put in eval mode for the call and restored afterwards.
     """
@@ -97,13 +103,15 @@ def evaluate(
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     num = den = 0.0
-    timeouts = errors = 0
+    timeouts = errors = passes = 0
     outcomes: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
         with tqdm(
             total=len(items),
-            desc=f"eval steps={sampler_cfg.steps}",
+            desc=f"eval steps={sampler_cfg.steps}"
+            if sampler_cfg.unmask == "fixed"
+            else f"eval threshold={sampler_cfg.threshold}",
             unit="item",
             file=sys.stderr,
             disable=not progress,
@@ -121,6 +129,8 @@ def evaluate(
                     banned_ids=policy.banned_ids,
                     logits_fn=lambda ids, mask: mask_predictor_logits(policy, ids, mask),
                 )
+                assert batch.forward_passes is not None
+                passes += int(batch.forward_passes.sum())
                 texts = [decode_completion(tokenizer, row, policy.eos_id) for row in batch.completion_ids]
                 graded = texts if protocol == "agrpo" else [_d1_decoded(tokenizer, row) for row in batch.completion_ids]
                 grades = grade_items(task, graded, items[lo : lo + len(chunk)], protocol, grade_timeout_s)
@@ -144,6 +154,7 @@ def evaluate(
         "grading_errors": errors,
         "seconds": seconds,
         "tokens_per_s": len(items) * sampler_cfg.gen_length / seconds if seconds > 0 else 0.0,
+        "nfe": passes / len(items),
     }
     if keep_outcomes:
         result["outcomes"] = outcomes

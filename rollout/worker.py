@@ -120,7 +120,9 @@ class RolloutWorker:
         )
         elapsed = time.perf_counter() - start
         self.sampling_seconds += elapsed
-        self.metrics.set("agrpo_rollout_sampler_steps_per_second", cfg.sampler.steps / elapsed, self.tags)
+        # Measured, not cfg.sampler.steps: caches, threshold decoding and early exits change the count.
+        passes = 0 if batch.forward_passes is None else int(batch.forward_passes.max())
+        self.metrics.set("agrpo_rollout_sampler_steps_per_second", passes / elapsed, self.tags)
         self.metrics.set("agrpo_rollout_tokens_per_forward", len(prompts) * cfg.sampler.gen_length, self.tags)
         self.metrics.inc("agrpo_rollout_groups_total", len(requests), self.tags)
         groups = []

@@ -49,7 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--steps", default=None, help="Comma-separated step counts, e.g. 8,16 (default gen length / 2)."
     )
-    parser.add_argument("--remasking", default="low_confidence", help="low_confidence, random or entropy.")
+    parser.add_argument("--remasking", default="low_confidence", help="low_confidence, random, entropy or leftmost.")
+    parser.add_argument(
+        "--unmask",
+        default=None,
+        help="fixed (the --steps schedule) or threshold (parallel decoding, sampler.threshold); default "
+        "evaluation.unmask, else sampler.unmask of --config, else fixed.",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="Confidence threshold of --unmask threshold (default 0.9)."
+    )
     parser.add_argument(
         "--protocol",
         default=None,
@@ -63,7 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="Seed of the eval split and of sampling (default 0).")
     parser.add_argument("--batch-size", type=int, default=64, help="Items per sampler batch.")
     parser.add_argument(
-        "--kv-cache", default="auto", help="auto (the exact cache of block-causal models) or off (full forwards)."
+        "--kv-cache",
+        default="auto",
+        help="auto (the exact cache of block-causal models), off (full forwards), or prefix / dual (approximate "
+        "caches of full-attention LLaDA models).",
     )
     parser.add_argument("--baseline", default=None, help="A second checkpoint (or `tiny`) to draw on the same plot.")
     parser.add_argument("--output", default=None, help="Output directory (default <checkpoint>/eval-<task>).")
@@ -124,6 +136,14 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
             raise UserError(f"{flag} {value}: must be at least 1")
     model = config.model.model_copy(update={**loading_overrides(args), "path": args.checkpoint})
     args.block_length = args.block_length or declared_block_size(model) or min(32, args.gen_length)
+    args.options = {
+        "unmask": args.unmask or config.evaluation.unmask or config.sampler.unmask,
+        "threshold": config.sampler.threshold if args.threshold is None else args.threshold,
+        "max_unmask_per_step": config.sampler.max_unmask_per_step,
+        "cache_refresh_steps": config.sampler.cache_refresh_steps,
+        "confidence_dtype": config.evaluation.confidence_dtype,
+        "tie_break": config.evaluation.tie_break,
+    }
     samplers = [
         eval_sampler(
             args.gen_length,
@@ -133,6 +153,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
             args.temperature,
             args.batch_size,
             kv_cache=args.kv_cache,
+            **args.options,
         )
         for s in parse_steps(args.steps, args.gen_length)
     ]
@@ -202,9 +223,12 @@ def _evaluate_checkpoint(
 
 def _print_results(label: str, results: list[dict[str, Any]]) -> None:
     print(f"{label}")
-    print(f"  {'steps':>6} {'accuracy':>9} {'n':>6} {'seconds':>8} {'tokens/s':>9}")
+    print(f"  {'steps':>6} {'accuracy':>9} {'n':>6} {'seconds':>8} {'tokens/s':>9} {'NFE':>7}")
     for r in results:
-        print(f"  {r['steps']:>6} {r['accuracy']:>9.4f} {r['n']:>6} {r['seconds']:>8.2f} {r['tokens_per_s']:>9.1f}")
+        print(
+            f"  {r['steps']:>6} {r['accuracy']:>9.4f} {r['n']:>6} {r['seconds']:>8.2f} {r['tokens_per_s']:>9.1f} "
+            f"{r['nfe']:>7.1f}"
+        )
     timeouts = sum(r["grading_timeouts"] for r in results)
     errors = sum(r["grading_errors"] for r in results)
     if timeouts or errors:
@@ -235,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
             "temperature": args.temperature,
             "batch_size": args.batch_size,
             "kv_cache": args.kv_cache,
+            **args.options,
             "seed": args.seed,
             "device": device,
             "grade_timeout_s": args.grade_timeout_s,

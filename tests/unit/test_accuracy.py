@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -65,6 +66,8 @@ def test_sft_then_eval_round_trip(checkpoint: Path, tmp_path: Path, capsys: pyte
     assert report["checkpoint"] == str(checkpoint) and report["task"] == "arithmetic"
     assert report["n"] == 40 and report["settings"]["gen_length"] == 8 and report["settings"]["block_length"] == 8
     assert [r["steps"] for r in report["results"]] == [2, 4, 8]
+    assert [r["nfe"] for r in report["results"]] == [2.0, 4.0, 8.0]
+    assert report["settings"]["confidence_dtype"] == "model" and report["settings"]["tie_break"] == "reference"
     for r in report["results"]:
         assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] == 40 and r["den"] == 40
         assert r["accuracy"] == r["num"] / r["den"] and r["seconds"] > 0 and r["tokens_per_s"] > 0
@@ -82,6 +85,18 @@ def test_baseline_adds_a_second_curve(checkpoint: Path, tmp_path: Path, capsys: 
     assert [r["steps"] for r in report["baseline"]["results"]] == [4, 8]
     assert [r["steps"] for r in report["results"]] == [4, 8]
     assert (out / "accuracy_vs_steps.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_eval_takes_the_fast_sampling_options(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ev"
+    args = ["--checkpoint", str(checkpoint), "--task", "arithmetic", "--gen-length", "8", "--n", "6"]
+    fast = ["--kv-cache", "dual", "--unmask", "threshold", "--threshold", "0.8", "--remasking", "leftmost"]
+    code, stdout, _ = _eval([*args, *fast, "--output", str(out)], capsys)
+    assert code == 0 and "NFE" in stdout
+    report = json.loads((out / "eval.json").read_text())
+    settings = report["settings"]
+    assert (settings["kv_cache"], settings["unmask"], settings["threshold"]) == ("dual", "threshold", 0.8)
+    assert settings["remasking"] == "leftmost" and 1.0 <= report["results"][0]["nfe"] <= 8.0
 
 
 def test_tiny_checkpoint_writes_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -126,6 +141,25 @@ def test_evaluate_matches_grading_its_completions(checkpoint: Path) -> None:
     assert sum("<answer>" in o["completion"] for o in result["outcomes"]) >= 40
     again = evaluate(policy, items, "arithmetic", "plain", cfg, batch_size=20, seed=0, keep_outcomes=True)
     assert again["outcomes"] == result["outcomes"]
+
+
+def test_evaluate_reports_the_forward_passes_it_counted(checkpoint: Path) -> None:
+    policy = load_policy(ModelConfig(path=str(checkpoint)))
+    items = load_task_items(load_config(checkpoint / "sft_config.yaml").data, "eval", 4)[:12]
+    calls = []
+    forward = policy.model.forward
+
+    def counted(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(int(input_ids.shape[0]))
+        return forward(input_ids, *args, **kwargs)
+
+    policy.model.forward = counted
+    fixed = evaluate(policy, items, "arithmetic", "plain", eval_sampler(8, 8, 4), 5, 0)
+    assert fixed["nfe"] == 4.0 and sum(calls) == 4 * 12, "one block: every item takes every step"
+    calls.clear()
+    cfg = eval_sampler(8, 8, 4, kv_cache="dual", unmask="threshold", threshold=0.9)
+    fast = evaluate(policy, items, "arithmetic", "plain", cfg, 5, 0)
+    assert fast["nfe"] == sum(calls) / 12 and 1.0 <= fast["nfe"] <= 8.0
 
 
 def test_sudoku_accuracy_counts_cells() -> None:

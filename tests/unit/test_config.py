@@ -73,6 +73,12 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         ),
         (["model.tiny.attention=causal"], "model.tiny.attention = 'causal': Input should be 'full' or 'block_causal'"),
         (["sampler.kv_cache=full"], "sampler.kv_cache = 'full': Input should be 'auto', 'off', 'prefix' or 'dual'"),
+        (["sampler.threshold=0"], "sampler.threshold = 0: Input should be greater than 0"),
+        (["sampler.unmask=parallel"], "sampler.unmask = 'parallel': Input should be 'fixed' or 'threshold'"),
+        (
+            ["evaluation.confidence_dtype=bf16"],
+            "evaluation.confidence_dtype = 'bf16': Input should be 'model', 'float32' or 'float64'",
+        ),
     ],
 )
 def test_bad_values_name_field_value_and_rule(overrides: list[str], expected: str) -> None:
@@ -111,3 +117,13 @@ def test_cli_show_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert err.count("\n") == 0
     assert "sampler.block_length = 5" in err
     assert "Traceback" not in err
+
+
+def test_evaluation_ranks_as_the_reference_and_may_override_the_fast_options() -> None:
+    config = load_config(None, ["sampler.kv_cache=dual", "sampler.unmask=threshold", "sampler.threshold=0.7"])
+    same = config.evaluation.sampler(config.sampler)
+    assert (same.kv_cache, same.unmask, same.threshold) == ("dual", "threshold", 0.7)
+    assert (config.sampler.confidence_dtype, config.sampler.tie_break) == ("float64", "position")
+    assert (same.confidence_dtype, same.tie_break) == ("model", "reference")
+    exact = config.evaluation.model_copy(update={"kv_cache": "auto", "unmask": "fixed"}).sampler(config.sampler)
+    assert (exact.kv_cache, exact.unmask) == ("auto", "fixed")

@@ -70,6 +70,19 @@ def test_eval_json_adds_the_frontier_plot(tmp_path: Path) -> None:
     assert paths[-1].name == "accuracy_vs_steps.png" and paths[-1].read_bytes().startswith(PNG_MAGIC)
 
 
+def test_measured_nfe_adds_a_panel_beside_the_steps(tmp_path: Path) -> None:
+    from common.plots import plot_accuracy_vs_steps
+
+    def width(path: Path) -> int:
+        return int.from_bytes(path.read_bytes()[16:20], "big")  # the PNG header's IHDR width
+
+    results = [{"steps": 4, "accuracy": 0.2}, {"steps": 16, "accuracy": 0.4}]
+    steps_only = plot_accuracy_vs_steps({"results": results}, tmp_path / "steps.png")
+    measured = [{**r, "nfe": n} for r, n in zip(results, (3.5, 9.2), strict=True)]
+    both = plot_accuracy_vs_steps({"results": measured}, tmp_path / "both.png")
+    assert width(both) > 1.5 * width(steps_only)
+
+
 def test_runs_missing_some_metrics_still_get_every_plot(tmp_path: Path) -> None:
     _write_metrics(tmp_path / "run", steps=3, keys=("loss",))
     paths, _ = plot_run(tmp_path / "run")
