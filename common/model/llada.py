@@ -6,7 +6,9 @@ loads into this class without renaming and LoRA target names from the released r
 Attention is bidirectional (no causal mask) by default: the predictor sees masked future positions, which
 is what makes it a diffusion model rather than an autoregressive one. With `attention: "block_causal"` the
 same network attends bidirectionally inside blocks of `block_size` tokens and causally across them (a
-block-diffusion model, common/model/block_mask.py), and can run a window of positions against a KV cache.
+block-diffusion model, common/model/block_mask.py). Either kind can run a window of positions against a KV
+cache: exact for block-causal attention, an approximation for full attention, where the cached keys of the
+columns outside the window are stale once the window's tokens change (rollout/kv_cache.py).
 """
 
 from __future__ import annotations
