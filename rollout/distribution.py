@@ -9,7 +9,8 @@ Dtype path (what the learner must reproduce for on-policy ratios of exactly 1):
 logits.float() -> banned ids set to -inf -> / temperature (skipped at T = 0) -> top-k, then top-p
 (removed entries -inf) -> log_softmax in float32. Only the choice of the token uses float64 (Gumbel
 noise added to the float64 copy of those truncated tempered logits), as in LLaDA, where low-precision
-Gumbel-max is known to hurt generation quality.
+Gumbel-max is known to hurt generation quality. The confidence that ranks positions (`low_confidence`) and
+meets a threshold is the drawn token's probability in `sampler.confidence_dtype` (docs/sampler.md).
 """
 
 from __future__ import annotations
