@@ -72,9 +72,61 @@ def _differ(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> int:
     return sum(x != y for x, y in zip(a, b, strict=True))
 
 
+def batch_invariance(
+    policy: Policy, prompt_sets: dict[str, list[list[int]]], greedy: SamplerConfig, batch: int
+) -> None:
+    """Section 1: rows that differ between batched and one-at-a-time sampling, and from the reference."""
+    for label, rows in prompt_sets.items():
+        print(f"  {label}: batched (batch {batch}) against one at a time, {len(rows)} prompts")
+        alone_cfg = greedy.model_copy(update={"confidence_dtype": "model", "tie_break": "reference", "batch_size": 1})
+        reference = _rows(_sample(policy, rows, alone_cfg))
+        print(
+            f"  {'confidence_dtype':>16} {'tie_break':>9} {'batched != alone':>16} {'batched != ref':>14} "
+            f"{'alone != ref':>12}"
+        )
+        for conf, tie in RANKINGS:
+            cfg = greedy.model_copy(update={"confidence_dtype": conf, "tie_break": tie})
+            batched = _rows(_sample(policy, rows, cfg.model_copy(update={"batch_size": batch})))
+            alone = _rows(_sample(policy, rows, cfg.model_copy(update={"batch_size": 1})))
+            print(
+                f"  {conf:>16} {tie:>9} {_differ(batched, alone):>16} {_differ(batched, reference):>14} "
+                f"{_differ(alone, reference):>12}",
+                flush=True,
+            )
+
+
+def accuracy_by_batch(policy: Policy, items: list[dict[str, Any]], greedy: SamplerConfig, sizes: list[int]) -> None:
+    """Section 2: held-out accuracy of evaluate() at each evaluation batch size, per ranking option."""
+    config = load_config(RECIPE)
+    task, template = config.data.task, config.data.template
+    print(f"  {'confidence_dtype':>16} {'tie_break':>9} " + " ".join(f"{'batch ' + str(b):>10}" for b in sizes))
+    for conf, tie in RANKINGS:
+        cfg = greedy.model_copy(update={"confidence_dtype": conf, "tie_break": tie})
+        accuracy = [100 * evaluate(policy, items, task, template, cfg, b, config.seed)["accuracy"] for b in sizes]
+        print(f"  {conf:>16} {tie:>9} " + " ".join(f"{a:>10.2f}" for a in accuracy), flush=True)
+
+
+def rollout_mismatch(policy: Policy, prompt_sets: dict[str, list[list[int]]], sampler: SamplerConfig, n: int) -> None:
+    """Section 3: recorded against recomputed log-probs of training rollouts, exact and dual + threshold."""
+    print(f"  {'prompts':>28} {'sampler':>20} {'mean':>9} {'max':>9} {'NFE':>6}")
+    for label, prompts in prompt_sets.items():
+        rollouts = [prompts[i % len(prompts)] for i in range(n)]
+        for name, update in (
+            ("exact", {}),
+            ("dual + threshold 0.9", {"kv_cache": "dual", "unmask": "threshold", "threshold": 0.9}),
+        ):
+            record = _sample(policy, rollouts, sampler.model_copy(update=update), seed=1)
+            mean, worst = mismatch(policy.model, record, policy.pad_id, policy.banned_ids)
+            assert record.forward_passes is not None
+            print(
+                f"  {label:>28} {name:>20} {mean:>9.2e} {worst:>9.2e} {record.forward_passes.mean():>6.2f}", flush=True
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="runs/base-sudoku", help="The embedded default's SFT base directory.")
+    parser.add_argument("--model", default="runs/base-sudoku", help="The embedded default's SFT base, or `tiny`.")
+    parser.add_argument("--sections", default="1,2,3", help="Which measurements to run.")
     parser.add_argument("--prompts", type=int, default=200, help="Held-out prompts for the batch-invariance count.")
     parser.add_argument("--batch", type=int, default=64, help="Batch size of the batched sampling.")
     parser.add_argument("--items", type=int, default=500, help="Held-out items for the accuracy figures.")
@@ -83,14 +135,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    sections = {int(x) for x in args.sections.split(",")}
+    if args.model != "tiny" and not Path(args.model).is_dir():
+        print(f"{args.model} not found (`make train` builds it): measuring the untrained built-in tiny model instead")
+        args.model = "tiny"
     config = load_config(RECIPE)
     items = load_task_items(config.data, "eval", config.seed)[: max(args.prompts, args.items)]
     greedy = config.evaluation.sampler(config.sampler).model_copy(
         update={"temperature": 0.0, "remasking": "low_confidence", "steps": config.sampler.gen_length // 2}
     )
     print(
-        f"model {args.model} (the SFT base of {RECIPE.name}, seed {config.seed}); task {config.data.task}; greedy "
-        f"low_confidence, C {greedy.gen_length}, block {greedy.block_length}, {greedy.steps} steps; threads={args.threads}"
+        f"model {args.model} (the SFT base of {RECIPE.name}, seed {config.seed}, or the untrained built-in `tiny`); "
+        f"task {config.data.task}; greedy low_confidence, C {greedy.gen_length}, block {greedy.block_length}, "
+        f"{greedy.steps} steps; threads={args.threads}"
     )
     for dtype in ("float32", "bfloat16"):
         policy = load_policy(ModelConfig(path=args.model), dtype=dtype)
@@ -98,61 +155,23 @@ def main() -> None:
         tok = policy.tokenizer
         prompts = [
             encode_text(tok, render_prompt(config.data.task, item, config.data.template, tok), "prompt")
-            for item in items
+            for item in items[: args.prompts]
         ]
-        prompts = prompts[: args.prompts]
-
         # The task's prompts all have one length; cutting 0-7 leading tokens gives a batch that needs padding.
         cuts = np.random.default_rng(0).integers(0, 8, size=len(prompts))
-        for label, rows in (
-            ("the task's prompts", prompts),
-            ("prompts cut to mixed lengths", [p[c:] for p, c in zip(prompts, cuts, strict=True)]),
-        ):
-            print(f"\n[{dtype}] 1. {label}: batched (batch {args.batch}) against one at a time, {len(rows)} prompts")
-            alone_cfg = greedy.model_copy(
-                update={"confidence_dtype": "model", "tie_break": "reference", "batch_size": 1}
-            )
-            reference = _rows(_sample(policy, rows, alone_cfg))
-            print(
-                f"{'confidence_dtype':>16} {'tie_break':>9} {'batched != alone':>16} {'batched != ref':>14} "
-                f"{'alone != ref':>12}"
-            )
-            for conf, tie in RANKINGS:
-                cfg = greedy.model_copy(update={"confidence_dtype": conf, "tie_break": tie})
-                batched = _rows(_sample(policy, rows, cfg.model_copy(update={"batch_size": args.batch})))
-                alone = _rows(_sample(policy, rows, cfg.model_copy(update={"batch_size": 1})))
-                print(
-                    f"{conf:>16} {tie:>9} {_differ(batched, alone):>16} {_differ(batched, reference):>14} "
-                    f"{_differ(alone, reference):>12}",
-                    flush=True,
-                )
-
-        print(f"\n[{dtype}] 2. held-out accuracy (%) of {args.items} items by evaluation batch size")
-        sizes = [int(b) for b in args.eval_batches.split(",")]
-        print(f"{'confidence_dtype':>16} {'tie_break':>9} " + " ".join(f"{'batch ' + str(b):>10}" for b in sizes))
-        for conf, tie in RANKINGS:
-            cfg = greedy.model_copy(update={"confidence_dtype": conf, "tie_break": tie})
-            accuracy = [
-                100
-                * evaluate(policy, items[: args.items], config.data.task, config.data.template, cfg, b, config.seed)[
-                    "accuracy"
-                ]
-                for b in sizes
-            ]
-            print(f"{conf:>16} {tie:>9} " + " ".join(f"{a:>10.2f}" for a in accuracy), flush=True)
-
-        print(f"\n[{dtype}] 3. rollout/learner log-prob mismatch, {args.rollouts} training rollouts (T=1, random)")
-        rollouts = [prompts[i % len(prompts)] for i in range(args.rollouts)]
-        print(f"{'sampler':>22} {'mean':>9} {'max':>9} {'NFE':>6}")
-        for name, update in (
-            ("exact", {}),
-            ("dual + threshold 0.9", {"kv_cache": "dual", "unmask": "threshold", "threshold": 0.9}),
-        ):
-            cfg = config.sampler.model_copy(update=update)
-            record = _sample(policy, rollouts, cfg, seed=1)
-            mean, worst = mismatch(policy.model, record, policy.pad_id, policy.banned_ids)
-            assert record.forward_passes is not None
-            print(f"{name:>22} {mean:>9.2e} {worst:>9.2e} {record.forward_passes.mean():>6.2f}", flush=True)
+        prompt_sets = {
+            "the task's prompts": prompts,
+            "prompts cut to mixed lengths": [p[c:] for p, c in zip(prompts, cuts, strict=True)],
+        }
+        if 1 in sections:
+            print(f"\n[{dtype}] 1. batch invariance of greedy sampling")
+            batch_invariance(policy, prompt_sets, greedy, args.batch)
+        if 2 in sections:
+            print(f"\n[{dtype}] 2. held-out accuracy (%) of {args.items} items by evaluation batch size")
+            accuracy_by_batch(policy, items[: args.items], greedy, [int(b) for b in args.eval_batches.split(",")])
+        if 3 in sections:
+            print(f"\n[{dtype}] 3. rollout/learner log-prob mismatch, {args.rollouts} training rollouts (T=1, random)")
+            rollout_mismatch(policy, prompt_sets, config.sampler, args.rollouts)
 
 
 if __name__ == "__main__":
