@@ -68,8 +68,11 @@ def _rows(record: TrajectoryBatch) -> list[tuple[Any, ...]]:
     ]
 
 
-def _differ(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> int:
-    return sum(x != y for x, y in zip(a, b, strict=True))
+def _differ(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> str:
+    """`completions / commit orders` that differ between two runs of the same prompts."""
+    tokens = sum(x[0] != y[0] for x, y in zip(a, b, strict=True))
+    order = sum(x[1] != y[1] for x, y in zip(a, b, strict=True))
+    return f"{tokens} / {order}"
 
 
 def batch_invariance(
@@ -81,16 +84,16 @@ def batch_invariance(
         alone_cfg = greedy.model_copy(update={"confidence_dtype": "model", "tie_break": "reference", "batch_size": 1})
         reference = _rows(_sample(policy, rows, alone_cfg))
         print(
-            f"  {'confidence_dtype':>16} {'tie_break':>9} {'batched != alone':>16} {'batched != ref':>14} "
-            f"{'alone != ref':>12}"
+            f"  {'confidence_dtype':>16} {'tie_break':>9} {'batched != alone':>16} {'batched != ref':>16} "
+            f"{'alone != ref':>16}   (rows: completions / commit orders)"
         )
         for conf, tie in RANKINGS:
             cfg = greedy.model_copy(update={"confidence_dtype": conf, "tie_break": tie})
             batched = _rows(_sample(policy, rows, cfg.model_copy(update={"batch_size": batch})))
             alone = _rows(_sample(policy, rows, cfg.model_copy(update={"batch_size": 1})))
             print(
-                f"  {conf:>16} {tie:>9} {_differ(batched, alone):>16} {_differ(batched, reference):>14} "
-                f"{_differ(alone, reference):>12}",
+                f"  {conf:>16} {tie:>9} {_differ(batched, alone):>16} {_differ(batched, reference):>16} "
+                f"{_differ(alone, reference):>16}",
                 flush=True,
             )
 
