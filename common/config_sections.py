@@ -77,6 +77,11 @@ CONFIDENCE_DTYPES = Literal["model", "float32", "float64"]
 TIE_BREAKS = Literal["reference", "position"]
 
 
+def _yaml_off(value: object) -> object:
+    """YAML reads an unquoted `off` as false: `kv_cache: off` means the value `off`."""
+    return "off" if value is False else value
+
+
 class SamplerConfig(Section):
     """The diffusion sampler used for training rollouts (ALGORITHM.md section 1)."""
 
@@ -140,6 +145,11 @@ class SamplerConfig(Section):
         description="`prefix` / `dual`: also refresh the cache (one full forward) every n steps of a block; "
         "0 = at block starts only.",
     )
+
+    @field_validator("kv_cache", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        return _yaml_off(value)
 
     @model_validator(mode="after")
     def _schedule(self) -> SamplerConfig:
@@ -401,6 +411,11 @@ class EvalConfig(Section):
         "agrpo",
         description="Grading protocol: `agrpo` (our graders) or `d1` (decision for decision d1's parse_and_get_acc.py).",
     )
+
+    @field_validator("kv_cache", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        return _yaml_off(value)
 
     def sampler(self, train: SamplerConfig) -> SamplerConfig:
         """The training sampler with the evaluation overrides applied (validated again)."""

@@ -127,3 +127,10 @@ def test_evaluation_ranks_as_the_reference_and_may_override_the_fast_options() -
     assert (same.confidence_dtype, same.tie_break) == ("model", "reference")
     exact = config.evaluation.model_copy(update={"kv_cache": "auto", "unmask": "fixed"}).sampler(config.sampler)
     assert (exact.kv_cache, exact.unmask) == ("auto", "fixed")
+
+
+def test_an_unquoted_yaml_off_is_the_value_off(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("sampler:\n  kv_cache: off\nevaluation:\n  kv_cache: off\n")
+    config = load_config(path, ["sampler.kv_cache=off"])
+    assert (config.sampler.kv_cache, config.evaluation.kv_cache) == ("off", "off")
