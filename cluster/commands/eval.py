@@ -1,7 +1,9 @@
 """`agrpo eval`: accuracy of a checkpoint at several sampling-step counts (the compute/quality frontier).
 
 Defaults follow the d1 protocol (temperature 0, `low_confidence`, block 32, steps = gen_length / 2),
-with the block capped at gen_length for the short completions of the tiny task models. Every setting
+with the block capped at gen_length for the short completions of the tiny task models, and positions ranked
+as LLaDA's generate.py ranks them (`evaluation.confidence_dtype` / `evaluation.tie_break`). Every result
+holds the forward passes per item that were counted (NFE) beside its step count. Every setting
 is checked before a model is loaded, so a steps value that does not fit the schedule fails at once.
 """
 
