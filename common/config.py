@@ -8,11 +8,13 @@ rule they enforce so that a bad value produces one line naming the field path, t
 from __future__ import annotations
 
 import difflib
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, model_validator
+from pydantic.fields import FieldInfo
 
 from common.config_sections import (
     AlgorithmConfig,
@@ -59,11 +61,15 @@ __all__ = [
     "TinyModelConfig",
     "apply_overrides",
     "build_config",
+    "describe_config",
     "dump_config",
     "format_validation_error",
     "load_config",
     "parse_override",
     "read_yaml",
+    "schema_default",
+    "schema_field",
+    "set_value",
 ]
 
 
@@ -90,16 +96,23 @@ class Config(Section):
     sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
     @model_validator(mode="after")
-    def _cross_section(self) -> Config:
+    def _cross_section(self, info: ValidationInfo) -> Config:
+        try:
+            self.evaluation.sampler(self.sampler)
+        except ValidationError as err:
+            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
+        if (info.context or {}).get("training", True):
+            self._training_rules()
+        return self
+
+    def _training_rules(self) -> None:
+        """Rules about RL training only; commands that just sample or evaluate (`agrpo sample`, `agrpo eval`)
+        validate without them, so that e.g. greedy sampling (temperature 0) is not refused there."""
         k = self.algorithm.k
         if isinstance(k, int) and k > self.sampler.steps:
             raise ValueError(
                 f"algorithm.k = {k}: must be at most sampler.steps = {self.sampler.steps} (use `all` for the exact sum)"
             )
-        try:
-            self.evaluation.sampler(self.sampler)
-        except ValidationError as err:
-            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
         if self.algorithm.name == "agrpo" and self.sampler.temperature == 0:
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
@@ -112,7 +125,6 @@ class Config(Section):
                 f"sampler.top_p = {self.sampler.top_p}: training with top-p needs sampler.top_k > 0 too, to bound "
                 "the allowed-token sets the trajectory record keeps (e.g. top_k 150 as the LLaDA recipes)"
             )
-        return self
 
 
 def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
@@ -193,7 +205,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.c=value` into a key path and a YAML-parsed value."""
+    """Split `a.b.c=value` into a key path and a YAML-parsed value (a list item is `a.b.0.c=value`)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.sub=value")
     key, raw = text.split("=", 1)
@@ -210,14 +222,85 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Set each `key.sub=value` in a nested dict, creating sections as needed."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_value(data, path, value, f"override {text!r}")
     return data
+
+
+def set_value(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set `path` in the nested config dict `data`; a numeric part indexes a list (`rewards.plugins.0.weight`).
+
+    A list the file does not hold is taken from the schema's default first (`learner.betas.1=0.95`), so an
+    index means the same item whether or not the file spells the list out. `what` names the setting in errors.
+    """
+    node: Any = data
+    for depth, part in enumerate(path):
+        where = ".".join(path[:depth])
+        if isinstance(node, list):
+            index = _list_index(part, node, where, what)
+            if depth == len(path) - 1:
+                node[index] = value
+                return
+            node = _step_into(node, index, path[: depth + 1], what)
+            continue
+        if depth == len(path) - 1:
+            node[part] = value
+            return
+        if part not in node:
+            node[part] = _default_container(path[: depth + 1], path[depth + 1], what)
+        node = _step_into(node, part, path[: depth + 1], what)
+
+
+def _list_index(part: str, items: list[Any], where: str, what: str) -> int:
+    if not part.isdigit():
+        raise ConfigError(f"{what}: {where} is a list; index it with 0..{len(items) - 1}, not {part!r}")
+    index = int(part)
+    if index >= len(items):
+        raise ConfigError(
+            f"{what}: {where} has {len(items)} item(s), so no item {index} (set the whole list to add items)"
+        )
+    return index
+
+
+def _step_into(node: Any, key: str | int, path: list[str], what: str) -> Any:
+    child = node[key]
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"{what}: {'.'.join(path)} is a value, not a section or a list")
+    return child
+
+
+def _default_container(path: list[str], next_part: str, what: str) -> dict[str, Any] | list[Any]:
+    """What a key the file does not hold starts as when the override reaches inside it: a new section, or
+    a copy of the schema's default list when the next part is an index."""
+    if not next_part.isdigit():
+        return {}
+    default = schema_default(path)
+    if isinstance(default, (list, tuple)):
+        return [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in default]
+    shown = "none" if default is None else repr(default)
+    raise ConfigError(
+        f"{what}: {'.'.join(path)} is {shown}, so it has no item {next_part}; set the whole list, "
+        f"e.g. {'.'.join(path)}=[...]"
+    )
+
+
+def schema_field(path: list[str]) -> FieldInfo | None:
+    """The schema's field at a dotted key path (list indices skipped), or None for a key it does not have."""
+    model: Any = Config
+    field = None
+    for part in path:
+        if part.isdigit():
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = _section_in(field.annotation)
+    return field
+
+
+def schema_default(path: list[str]) -> Any:
+    """The schema's default at a dotted key path, or None for a key it does not have."""
+    field = schema_field(path)
+    return None if field is None else field.get_default(call_default_factory=True)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -241,22 +324,63 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a nested dict into a Config, or raise ConfigError with every problem on one line."""
+def build_config(data: dict[str, Any], source: str = "config", training: bool = True) -> Config:
+    """Validate a nested dict into a Config, or raise ConfigError with every problem on one line.
+
+    `training=False` leaves out the rules that only RL training needs (see `Config._training_rules`).
+    """
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"training": training})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, training: bool = True) -> Config:
     """Defaults, then the YAML file (if any), then the overrides."""
     data = read_yaml(path) if path else {}
     apply_overrides(data, overrides or [])
     parts = ([str(path)] if path else []) + (["overrides"] if overrides else [])
-    return build_config(data, source=" + ".join(parts) or "config")
+    return build_config(data, source=" + ".join(parts) or "config", training=training)
 
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, the form saved in every run directory and checkpoint."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+DESCRIBE_WIDTH = 100
+
+
+def describe_config(config: Config) -> str:
+    """The resolved config as YAML with every field's description as a comment above it.
+
+    It loads back to the same config (comments are YAML comments), so it can be saved and edited as a recipe.
+    """
+    lines: list[str] = []
+    _describe_section(config, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str, indent: int, lines: list[str], hang: str = "") -> None:
+    pad = " " * indent
+    width = DESCRIBE_WIDTH - indent - 2
+    for line in textwrap.wrap(" ".join(text.split()), width=width, subsequent_indent=hang):
+        lines.append(f"{pad}# {line}")
+
+
+def _describe_section(section: BaseModel, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    dumped = section.model_dump(mode="json")
+    for name, field in type(section).model_fields.items():
+        _comment(field.description or "", indent, lines)
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            _describe_section(value, indent + 2, lines)
+            continue
+        item = _section_in(field.annotation)
+        if item is not None:
+            for key, sub in item.model_fields.items():
+                _comment(f"- {key}: {sub.description}", indent, lines, hang="  ")
+        text = yaml.safe_dump({name: dumped[name]}, sort_keys=False, width=DESCRIBE_WIDTH - indent)
+        lines.extend(f"{pad}{line}" for line in text.splitlines())

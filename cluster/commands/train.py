@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train",
         help="Run AGRPO training on Ray (local cluster unless one is running).",
-        description="Train with the recipe (default: the embedded default) plus key.sub=value overrides. Every "
-        "key, its default and its description: `agrpo config show`; docs/training.md and docs/operations.md.",
+        description="Train with the recipe (default: the embedded default) plus key.sub=value overrides; a list "
+        "item by its index, e.g. rewards.plugins.0.weight=0.5. Every key with its value and description: "
+        "`agrpo config show --describe [--config FILE]`; docs/training.md, docs/operations.md, and "
+        "docs/config-mapping.md (the same keys in TRL, verl and OpenRLHF).",
     )
     parser.add_argument("--config", default=None, help=f"YAML recipe (default: {DEFAULT_RECIPE.name}).")
     parser.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint in run_dir.")

@@ -62,10 +62,11 @@ def test_prompt_files_text_and_jsonl(tmp_path: Path):
     ("extra", "expected"),
     [
         (["--block-length", "5"], "block_length = 5: must divide gen_length = 16"),
-        (["--top-p", "1.5"], "sampler: top_p = 1.5"),
-        (["--remasking", "best"], "sampler: remasking = 'best'"),
-        (["--dtype", "float8"], "model: dtype = 'float8'"),
-        (["--model", "/nonexistent/model"], "/nonexistent/model: directory not found"),
+        (["--top-p", "1.5"], "overrides: sampler.top_p = 1.5"),
+        (["--remasking", "best"], "overrides: sampler.remasking = 'best'"),
+        (["--dtype", "float8"], "overrides: model.dtype = 'float8'"),
+        (["--model", "/nonexistent/model"], "model.path /nonexistent/model: directory not found"),
+        (["--block-length", "8", "sampler.block_length=4"], "--block-length and sampler.block_length=4: both set"),
         (["--device", "gpu"], "--device gpu: not a device name"),
     ],
 )

@@ -87,7 +87,9 @@ def test_sudoku_accuracy_is_over_cells(tmp_path: Path, capsys: pytest.CaptureFix
         (["generate", "--task", "sudoku", "--n", "2", "--output", "x.jsonl", "--min-number", "1"], "--min-number"),
         (["generate", "--task", "sudoku", "--n", "2", "--output", "x.jsonl", "--max-blanks", "14"], "max_blanks"),
         (["generate", "--task", "countdown", "--n", "0", "--output", "x.jsonl"], "--n 0"),
-        (["generate", "--task", "countdown", "--n", "3", "--split", "train", "--output", "x.jsonl"], "--n-eval"),
+        (["generate", "--task", "countdown", "--n", "3", "--n-eval", "5", "--output", "x.jsonl"], "--n-eval: only"),
+        (["generate", "--split", "eval", "--n", "3000", "--output", "x.jsonl"], "holds data.num_eval = 2000 items"),
+        (["generate", "--output", "x.jsonl"], "--n: required without --split"),
     ],
 )
 def test_bad_input_is_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
@@ -151,8 +153,8 @@ def test_protocol_d1_reads_as_d1s_parser(tmp_path: Path, capsys: pytest.CaptureF
     ("extra", "message"),
     [
         (["--task", "arithmetic", "--protocol", "d1"], "d1's evaluation parser grades only gsm8k, math, countdown"),
-        (["--task", "gsm8k", "--grade-timeout", "0"], "--grade-timeout 0: must be a positive number of seconds"),
-        (["--task", "gsm8k", "--grade-timeout", "nan"], "--grade-timeout nan: must be a positive number of seconds"),
+        (["--task", "gsm8k", "--grade-timeout", "0"], "rewards.grade_timeout_s = 0: Input should be greater than 0"),
+        (["--task", "gsm8k", "--grade-timeout", "nan"], "rewards.grade_timeout_s = 'nan': Input should be a finite"),
     ],
 )
 def test_bad_protocol_or_limit_is_one_line(

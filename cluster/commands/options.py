@@ -1,0 +1,169 @@
+"""The one form of every command: `--config FILE`, `key.sub=value` overrides, and a few flags that are aliases.
+
+An alias is the override it names and nothing else: `--batch-size 8` is `evaluation.batch_size=8`, its value
+read as YAML like an override's, so its default is the config's (the schema's without a file), never one of
+its own. A field given both ways is refused rather than settled by a precedence rule nobody remembers.
+Settings the schema has no field for (the checkpoint to evaluate, the prompts to sample, output paths) stay
+plain arguments of their command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from common.config import build_config, parse_override, read_yaml, schema_default, schema_field, set_value
+from common.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from common.config import Config
+
+COMMAND_LINE = "overrides"
+"""How an error names the values that came from the command line (overrides and aliases alike)."""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A flag that sets one config field. `switch` makes it a flag without a value that sets `switch`;
+    `several` collects one or more values into a list."""
+
+    flag: str
+    key: str
+    switch: Any = None
+    several: bool = False
+    help: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return "alias_" + self.key.replace(".", "__")
+
+    def describe(self) -> str:
+        """The flag's help: the field it sets, the field's description and the built-in default."""
+        path = self.key.split(".")
+        target = self.key if self.switch is None else f"{self.key}={_shown(self.switch)}"
+        field = schema_field(path)
+        text = self.help or ((field.description or "") if field is not None else "")
+        if self.switch is None and field is not None:
+            text += f" (default: the config's; built in: {_shown(schema_default(path))})"
+        return f"Sets {target}: {text}".replace("%", "%%")
+
+
+def _shown(value: Any) -> str:
+    """A value as YAML on one line (`true`, `[0.9, 0.99]`), as an override would spell it."""
+    if value is None:
+        return "none"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+LOADING_ALIASES = (
+    Alias("--trust-remote-code", "model.trust_remote_code", switch=True),
+    Alias("--logits-shift", "model.logits_shift", switch=True),
+    Alias("--allow-pickle", "model.allow_pickle", switch=True),
+)
+"""The `model.*` switches a checkpoint directory may need (docs/models.md)."""
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser, aliases: tuple[Alias, ...], config_help: str, example: str
+) -> None:
+    """`--config FILE`, the alias flags, and the `KEY=VALUE` overrides (last, as positional arguments);
+    `example` is an override the command's help shows."""
+    parser.add_argument("--config", default=None, metavar="FILE", help=config_help)
+    for alias in aliases:
+        if alias.switch is not None:
+            parser.add_argument(alias.flag, dest=alias.dest, action="store_const", const=True, help=alias.describe())
+        else:
+            parser.add_argument(
+                alias.flag,
+                dest=alias.dest,
+                metavar=alias.key.rsplit(".", 1)[-1].upper(),
+                nargs="+" if alias.several else None,
+                help=alias.describe(),
+            )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help=f"Any config field, e.g. {example} (a list item by its index: rewards.plugins.0.weight=0.5); every "
+        "key with its description: `agrpo config show --describe`.",
+    )
+
+
+def _read(raw: str, alias: Alias) -> Any:
+    return parse_override(f"{alias.key}={raw}")[1]
+
+
+def _given(args: argparse.Namespace, aliases: tuple[Alias, ...]) -> list[tuple[Alias, Any]]:
+    given = []
+    for alias in aliases:
+        raw = getattr(args, alias.dest, None)
+        if raw is None:
+            continue
+        if alias.switch is not None:
+            given.append((alias, alias.switch))
+        elif alias.several:
+            given.append((alias, [_read(item, alias) for item in raw]))
+        else:
+            given.append((alias, _read(raw, alias)))
+    return given
+
+
+def given_aliases(args: argparse.Namespace, aliases: tuple[Alias, ...]) -> dict[str, Any]:
+    """Config key -> value for each alias flag on the command line."""
+    return {alias.key: value for alias, value in _given(args, aliases)}
+
+
+def resolve_config(
+    args: argparse.Namespace,
+    aliases: tuple[Alias, ...],
+    saved: dict[str, Any] | None = None,
+    saved_source: str | None = None,
+    training: bool = False,
+    settings: dict[str, tuple[str, Any]] | None = None,
+) -> tuple[Config, str]:
+    """The config of a command and where it came from: `--config` (else `saved`, else the schema's defaults),
+    then the overrides, then the aliases and the command's own `settings` (key -> (flag, value)). Commands
+    that do not train validate without the training-only rules."""
+    if args.config:
+        data, source = read_yaml(args.config), str(args.config)
+    elif saved is not None:
+        data, source = copy.deepcopy(saved), saved_source or "saved config"
+    else:
+        data, source = {}, "built-in defaults"
+    overridden = {}
+    for text in args.overrides:
+        path, value = parse_override(text)
+        set_value(data, path, value, f"override {text!r}")
+        overridden[".".join(path)] = text
+    flags = {alias.key: (alias.flag, value) for alias, value in _given(args, aliases)}
+    for key, (flag, value) in {**flags, **(settings or {})}.items():
+        if key in overridden:
+            raise ConfigError(f"{flag} and {overridden[key]}: both set {key}; give it once")
+        set_value(data, key.split("."), value, flag)
+    changed = args.overrides or flags or settings
+    parts = ([] if source == "built-in defaults" else [source]) + ([COMMAND_LINE] if changed else [])
+    return build_config(data, " + ".join(parts) or "config", training=training), source
+
+
+def check_output_file(flag: str, output: Path) -> Path:
+    """Fail before minutes of work, not after, when an output file cannot be written."""
+    if output.is_dir():
+        raise UserError(f"{flag} {output}: is a directory, expected a file path")
+    blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{flag} {output}: {blocker} is a file, not a folder")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        existed = output.exists()
+        with output.open("a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {output}: cannot be written ({err.strerror})") from None
+    if not existed:
+        output.unlink()
+    return output
