@@ -269,18 +269,21 @@ def _step_into(node: Any, key: str | int, path: list[str], what: str) -> Any:
 
 
 def _default_container(path: list[str], next_part: str, what: str) -> dict[str, Any] | list[Any]:
-    """What a key the file does not hold starts as when the override reaches inside it: a new section, or
-    a copy of the schema's default list when the next part is an index."""
-    if not next_part.isdigit():
-        return {}
+    """What a key the file does not hold starts as when the override reaches inside it: a copy of the schema's
+    default list when that is a list, else a new section."""
     default = schema_default(path)
     if isinstance(default, (list, tuple)):
-        return [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in default]
-    shown = "none" if default is None else repr(default)
-    raise ConfigError(
-        f"{what}: {'.'.join(path)} is {shown}, so it has no item {next_part}; set the whole list, "
-        f"e.g. {'.'.join(path)}=[...]"
-    )
+        items = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in default]
+        _list_index(next_part, items, ".".join(path), what)
+        return items
+    if not next_part.isdigit():
+        return {}
+    if default is None:
+        raise ConfigError(
+            f"{what}: {'.'.join(path)} is none, so it has no item {next_part}; set the whole list, "
+            f"e.g. {'.'.join(path)}=[...]"
+        )
+    raise ConfigError(f"{what}: {'.'.join(path)} is a value, not a section or a list")
 
 
 def schema_field(path: list[str]) -> FieldInfo | None:
