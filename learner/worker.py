@@ -11,6 +11,8 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,21 @@ class _EngineCall:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.engine.forward(*args, **kwargs)
+
+
+@contextmanager
+def no_transformers_progress() -> Iterator[None]:
+    """transformers draws its own bars (e.g. "Writing model shards" in `save_pretrained`); from this actor they
+    reach the driver's log as lines of their own and break the training bar at every checkpoint."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def rng_state() -> dict[str, Any]:
@@ -207,7 +224,8 @@ class LearnerWorker:
         """Collective under ZeRO-3 (call on every rank); rank 0 writes safetensors + tokenizer."""
         state = self.engine.full_state_dict()
         if self.rank == 0:
-            self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
+            with no_transformers_progress():
+                self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
             self.policy.tokenizer.save_pretrained(directory)
             write_manifest(Path(directory))
 
