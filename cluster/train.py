@@ -140,8 +140,10 @@ def train(config: Config) -> RunSummary:
     (run.run_dir / "summary.json").write_text(json.dumps(fields, indent=2) + "\n")
     if config.metrics.plots:
         from common.plots import plot_run
+        from rewards.tasks import load_task
 
-        summary.plots = [str(p) for p in plot_run(run.run_dir)[0]]
+        accuracy = load_task(config.data.task).accuracy_name
+        summary.plots = [str(p) for p in plot_run(run.run_dir, accuracy)[0]]
     return summary
 
 
