@@ -57,9 +57,9 @@ class RunProgress:
             return
         elapsed = time.perf_counter() - self.started
         rate = (step - self.first) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        eta = f"{(self.total - step) / rate:.0f}s" if rate > 0 else "?"
         print(
-            f"[{self.phase}] step {step}/{self.total} {text} {rate:.2f} step/s eta {eta:.0f}s",
+            f"[{self.phase}] step {step}/{self.total} {text} {rate:.2f} step/s eta {eta}",
             file=self.stream,
             flush=True,
         )

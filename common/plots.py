@@ -28,6 +28,9 @@ FRONTIER_PLOT = "accuracy_vs_steps.png"
 SMOOTH_ABOVE = 20
 Z95 = 1.959963984540054
 """The standard normal quantile of a two-sided 95% interval."""
+NOTE = "solid:"
+NOTE_HEIGHT = 0.02
+"""Share of a figure's height kept under the plots for the smoothing note."""
 DODGE = 0.04
 """Relative horizontal offset between the curves of the frontier plot."""
 STEP_MODEL = re.compile(r"step-(\d{8})$")
@@ -116,10 +119,13 @@ def _draw(ax: Axes, records: Sequence[dict[str, Any]], key: str, label: str, col
 
 
 def _smoothing_note(ax: Axes, windows: Sequence[int]) -> None:
-    """Says once per panel what the solid and the faint lines are, instead of in every legend entry."""
-    if max(windows, default=0) > 1:
-        text = f"solid: trailing mean of {max(windows)} steps; faint: every step"
-        ax.text(0.995, 0.01, text, ha="right", va="bottom", transform=ax.transAxes, fontsize=6, color="gray")
+    """Says once per figure, under the plots, what the solid and the faint lines are (not in every legend
+    entry, and not over the data)."""
+    fig = ax.get_figure()
+    if max(windows, default=0) <= 1 or fig is None or any(t.get_text().startswith(NOTE) for t in fig.texts):
+        return
+    text = f"{NOTE} trailing mean of {max(windows)} steps; faint: every step"
+    fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=7, color="gray")
 
 
 def _panel(
@@ -143,7 +149,7 @@ def _panel(
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, NOTE_HEIGHT, 1, 1))
     fig.savefig(path, dpi=110)
     return path
 

@@ -23,8 +23,10 @@ from common.errors import ConfigError, UserError
 if TYPE_CHECKING:
     from common.config import Config
 
-COMMAND_LINE = "overrides"
-"""How an error names the values that came from the command line (overrides and aliases alike)."""
+BUILT_IN = "built-in defaults"
+OVERRIDES = "overrides"
+"""How an error names the values that came from the command line (overrides and aliases alike), as
+`load_config` does."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def resolve_config(
     elif saved is not None:
         data, source = copy.deepcopy(saved), saved_source or "saved config"
     else:
-        data, source = {}, "built-in defaults"
+        data, source = {}, BUILT_IN
     overridden = {}
     for text in args.overrides:
         path, value = parse_override(text)
@@ -146,7 +148,7 @@ def resolve_config(
             raise ConfigError(f"{flag} and {overridden[key]}: both set {key}; give it once")
         set_value(data, key.split("."), value, flag)
     changed = args.overrides or flags or settings
-    parts = ([] if source == "built-in defaults" else [source]) + ([COMMAND_LINE] if changed else [])
+    parts = ([] if source == BUILT_IN else [source]) + ([OVERRIDES] if changed else [])
     return build_config(data, " + ".join(parts) or "config", training=training), source
 
 

@@ -77,5 +77,6 @@ def test_job_logs_get_one_whole_line_per_step() -> None:
     progress.phase_note("evaluating step 2")
     progress.update(2, reward=1.25, success=0.75)
     lines = log.getvalue().splitlines()
+    assert lines[0] == "[train] step 0/5 accuracy 50.0% 0.00 step/s eta ?"
     assert lines[1] == "[train] evaluating step 2"
     assert lines[2].startswith("[train] step 2/5 accuracy 50.0%, reward 1.250, success 75.0% ")
