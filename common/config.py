@@ -8,7 +8,6 @@ rule they enforce so that a bad value produces one line naming the field path, t
 from __future__ import annotations
 
 import difflib
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,6 @@ __all__ = [
     "TinyModelConfig",
     "apply_overrides",
     "build_config",
-    "describe_config",
     "dump_config",
     "format_validation_error",
     "load_config",
@@ -69,6 +67,7 @@ __all__ = [
     "read_yaml",
     "schema_default",
     "schema_field",
+    "section_in",
     "set_value",
 ]
 
@@ -134,7 +133,7 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        model = _section_in(getattr(field, "annotation", None))
+        model = section_in(getattr(field, "annotation", None))
         if model is None:
             return []
     return list(model.model_fields)
@@ -149,12 +148,12 @@ def _closest_key(name: str, keys: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _section_in(annotation: Any) -> Any:
+def section_in(annotation: Any) -> Any:
     """The pydantic model inside an annotation such as `Section`, `list[Section] | None` or `dict[str, Section]`."""
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _section_in(arg)
+        found = section_in(arg)
         if found is not None:
             return found
     return None
@@ -296,7 +295,7 @@ def schema_field(path: list[str]) -> FieldInfo | None:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return None
-        model = _section_in(field.annotation)
+        model = section_in(field.annotation)
     return field
 
 
@@ -349,41 +348,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, the form saved in every run directory and checkpoint."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
-DESCRIBE_WIDTH = 100
-
-
-def describe_config(config: Config) -> str:
-    """The resolved config as YAML with every field's description as a comment above it.
-
-    It loads back to the same config (comments are YAML comments), so it can be saved and edited as a recipe.
-    """
-    lines: list[str] = []
-    _describe_section(config, 0, lines)
-    return "\n".join(lines) + "\n"
-
-
-def _comment(text: str, indent: int, lines: list[str], hang: str = "") -> None:
-    pad = " " * indent
-    width = DESCRIBE_WIDTH - indent - 2
-    for line in textwrap.wrap(" ".join(text.split()), width=width, subsequent_indent=hang):
-        lines.append(f"{pad}# {line}")
-
-
-def _describe_section(section: BaseModel, indent: int, lines: list[str]) -> None:
-    pad = " " * indent
-    dumped = section.model_dump(mode="json")
-    for name, field in type(section).model_fields.items():
-        _comment(field.description or "", indent, lines)
-        value = getattr(section, name)
-        if isinstance(value, BaseModel):
-            lines.append(f"{pad}{name}:")
-            _describe_section(value, indent + 2, lines)
-            continue
-        item = _section_in(field.annotation)
-        if item is not None:
-            for key, sub in item.model_fields.items():
-                _comment(f"- {key}: {sub.description}", indent, lines, hang="  ")
-        text = yaml.safe_dump({name: dumped[name]}, sort_keys=False, width=DESCRIBE_WIDTH - indent)
-        lines.extend(f"{pad}{line}" for line in text.splitlines())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from common.config import DEFAULT_RECIPE, describe_config, dump_config, load_config
+from common.config import DEFAULT_RECIPE, dump_config, load_config
+from common.config_describe import describe_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

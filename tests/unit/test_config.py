@@ -139,7 +139,8 @@ def test_list_index_errors_are_one_line(override: str, expected: str) -> None:
 
 
 def test_describe_writes_every_description_and_loads_back(tmp_path: Path) -> None:
-    from common.config import DEFAULT_RECIPE, describe_config
+    from common.config import DEFAULT_RECIPE
+    from common.config_describe import describe_config
 
     config = load_config(DEFAULT_RECIPE)
     text = describe_config(config)
