@@ -156,3 +156,15 @@ def test_run_config_is_used_when_the_step_has_none(tmp_path: Path) -> None:
     _step(run, 1)
     source = resolve_model("--m", str(run))
     assert source.config is not None and source.config["seed"] == 4 and source.config_source == str(run / "config.yaml")
+
+
+def test_train_help_says_where_the_keys_are_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    from cluster.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "agrpo config show --describe" in text and "docs/config-mapping.md" in text
+    root = Path(__file__).resolve().parents[2]
+    for doc in ("config-mapping.md", "cli.md", "training.md"):
+        assert (root / "docs" / doc).is_file(), doc
