@@ -95,7 +95,8 @@ def run_steps(run: TrainingRun) -> None:
             groups = run.sampled(step)  # RolloutWorkers: G completions of each prompt, streamed as they finish
         with timer("reward"):
             groups = run.rewards.scored(groups)  # RewardService pool; most were scored while streaming
-        admitted = run.staleness.admit(run.learners.version, groups)  # too-stale groups are dropped and counted
+        version = run.learners.version  # the weights the admitted groups are compared with
+        admitted = run.staleness.admit(version, groups)  # too-stale groups are dropped and counted
         with timer("learner"):
             update = run.learners.update(admitted, step)  # AGRPO over k timesteps per trajectory, DeepSpeed
             while not update.done():
@@ -106,7 +107,7 @@ def run_steps(run: TrainingRun) -> None:
             synced = run.broadcaster.broadcast()  # learner rank 0 -> every RolloutWorker
         steps_done = step + 1
         last = steps_done in (total, cfg.checkpoint.stop_at)
-        line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer)
+        line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, version, timer)
         collapsed = run.guard.update(line["success_rate"])
         run.log_step(line)
         if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:
@@ -140,8 +141,10 @@ def train(config: Config) -> RunSummary:
     (run.run_dir / "summary.json").write_text(json.dumps(fields, indent=2) + "\n")
     if config.metrics.plots:
         from common.plots import plot_run
+        from rewards.tasks import load_task
 
-        summary.plots = [str(p) for p in plot_run(run.run_dir)[0]]
+        accuracy = load_task(config.data.task).accuracy_name
+        summary.plots = [str(p) for p in plot_run(run.run_dir, accuracy)[0]]
     return summary
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, model_validator
+from pydantic.fields import FieldInfo
 
 from common.config_sections import (
     AlgorithmConfig,
@@ -64,6 +65,10 @@ __all__ = [
     "load_config",
     "parse_override",
     "read_yaml",
+    "schema_default",
+    "schema_field",
+    "section_in",
+    "set_value",
 ]
 
 
@@ -90,16 +95,23 @@ class Config(Section):
     sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
     @model_validator(mode="after")
-    def _cross_section(self) -> Config:
+    def _cross_section(self, info: ValidationInfo) -> Config:
+        try:
+            self.evaluation.sampler(self.sampler)
+        except ValidationError as err:
+            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
+        if (info.context or {}).get("training", True):
+            self._training_rules()
+        return self
+
+    def _training_rules(self) -> None:
+        """Rules about RL training only; commands that just sample or evaluate (`agrpo sample`, `agrpo eval`)
+        validate without them, so that e.g. greedy sampling (temperature 0) is not refused there."""
         k = self.algorithm.k
         if isinstance(k, int) and k > self.sampler.steps:
             raise ValueError(
                 f"algorithm.k = {k}: must be at most sampler.steps = {self.sampler.steps} (use `all` for the exact sum)"
             )
-        try:
-            self.evaluation.sampler(self.sampler)
-        except ValidationError as err:
-            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
         if self.algorithm.name == "agrpo" and self.sampler.temperature == 0:
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
@@ -120,7 +132,6 @@ class Config(Section):
                 f"sampler.top_p = {self.sampler.top_p}: training with top-p needs sampler.top_k > 0 too, to bound "
                 "the allowed-token sets the trajectory record keeps (e.g. top_k 150 as the LLaDA recipes)"
             )
-        return self
 
 
 def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
@@ -130,7 +141,7 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        model = _section_in(getattr(field, "annotation", None))
+        model = section_in(getattr(field, "annotation", None))
         if model is None:
             return []
     return list(model.model_fields)
@@ -145,12 +156,12 @@ def _closest_key(name: str, keys: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _section_in(annotation: Any) -> Any:
+def section_in(annotation: Any) -> Any:
     """The pydantic model inside an annotation such as `Section`, `list[Section] | None` or `dict[str, Section]`."""
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _section_in(arg)
+        found = section_in(arg)
         if found is not None:
             return found
     return None
@@ -201,7 +212,7 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.c=value` into a key path and a YAML-parsed value."""
+    """Split `a.b.c=value` into a key path and a YAML-parsed value (a list item is `a.b.0.c=value`)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.sub=value")
     key, raw = text.split("=", 1)
@@ -218,14 +229,88 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Set each `key.sub=value` in a nested dict, creating sections as needed."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_value(data, path, value, f"override {text!r}")
     return data
+
+
+def set_value(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set `path` in the nested config dict `data`; a numeric part indexes a list (`rewards.plugins.0.weight`).
+
+    A list the file does not hold is taken from the schema's default first (`learner.betas.1=0.95`), so an
+    index means the same item whether or not the file spells the list out. `what` names the setting in errors.
+    """
+    node: Any = data
+    for depth, part in enumerate(path):
+        where = ".".join(path[:depth])
+        if isinstance(node, list):
+            index = _list_index(part, node, where, what)
+            if depth == len(path) - 1:
+                node[index] = value
+                return
+            node = _step_into(node, index, path[: depth + 1], what)
+            continue
+        if depth == len(path) - 1:
+            node[part] = value
+            return
+        if part not in node:
+            node[part] = _default_container(path[: depth + 1], path[depth + 1], what)
+        node = _step_into(node, part, path[: depth + 1], what)
+
+
+def _list_index(part: str, items: list[Any], where: str, what: str) -> int:
+    if not part.isdigit():
+        raise ConfigError(f"{what}: {where} is a list; index it with 0..{len(items) - 1}, not {part!r}")
+    index = int(part)
+    if index >= len(items):
+        raise ConfigError(
+            f"{what}: {where} has {len(items)} item(s), so no item {index} (set the whole list to add items)"
+        )
+    return index
+
+
+def _step_into(node: Any, key: str | int, path: list[str], what: str) -> Any:
+    child = node[key]
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"{what}: {'.'.join(path)} is a value, not a section or a list")
+    return child
+
+
+def _default_container(path: list[str], next_part: str, what: str) -> dict[str, Any] | list[Any]:
+    """What a key the file does not hold starts as when the override reaches inside it: a copy of the schema's
+    default list when that is a list, else a new section."""
+    default = schema_default(path)
+    if isinstance(default, (list, tuple)):
+        items = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in default]
+        _list_index(next_part, items, ".".join(path), what)
+        return items
+    if not next_part.isdigit():
+        return {}
+    if default is None:
+        raise ConfigError(
+            f"{what}: {'.'.join(path)} is none, so it has no item {next_part}; set the whole list, "
+            f"e.g. {'.'.join(path)}=[...]"
+        )
+    raise ConfigError(f"{what}: {'.'.join(path)} is a value, not a section or a list")
+
+
+def schema_field(path: list[str]) -> FieldInfo | None:
+    """The schema's field at a dotted key path (list indices skipped), or None for a key it does not have."""
+    model: Any = Config
+    field = None
+    for part in path:
+        if part.isdigit():
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = section_in(field.annotation)
+    return field
+
+
+def schema_default(path: list[str]) -> Any:
+    """The schema's default at a dotted key path, or None for a key it does not have."""
+    field = schema_field(path)
+    return None if field is None else field.get_default(call_default_factory=True)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -249,20 +334,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a nested dict into a Config, or raise ConfigError with every problem on one line."""
+def build_config(data: dict[str, Any], source: str = "config", training: bool = True) -> Config:
+    """Validate a nested dict into a Config, or raise ConfigError with every problem on one line.
+
+    `training=False` leaves out the rules that only RL training needs (see `Config._training_rules`).
+    """
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"training": training})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, training: bool = True) -> Config:
     """Defaults, then the YAML file (if any), then the overrides."""
     data = read_yaml(path) if path else {}
     apply_overrides(data, overrides or [])
     parts = ([str(path)] if path else []) + (["overrides"] if overrides else [])
-    return build_config(data, source=" + ".join(parts) or "config")
+    return build_config(data, source=" + ".join(parts) or "config", training=training)
 
 
 def dump_config(config: Config) -> str:

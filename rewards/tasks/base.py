@@ -14,6 +14,7 @@ A task is one module (`rewards/tasks/<name>.py`, or any importable `package.modu
 | `OPTIONS` | with `generate` | `{option: Option(default, help, ...)}`; `generate` takes every one as a keyword |
 | `item_key(item)` | with `generate` | what makes two generated items the same puzzle (splits are disjoint by it) |
 | `perturb(answer, item, rng)` | no | a plausible wrong answer for supervised warm-up (`sft.wrong_fraction`) |
+| `ACCURACY_NAME` | no | what the grader's accuracy counts, for plots and tables (default `accuracy`; Sudoku: `cell accuracy`) |
 
 Plain module names keep a task free of classes to subclass: a third-party task imports from here
 only `RowError` and `Option`, and a reward plugin package is built the same way.
@@ -99,6 +100,7 @@ class Task:
     options: Mapping[str, Option] = field(default_factory=dict)
     item_key: Callable[[dict[str, Any]], Hashable] | None = None
     perturb: Callable[[str, dict[str, Any], random.Random], str] | None = None
+    accuracy_name: str = "accuracy"
 
     @property
     def reward_target(self) -> str:
