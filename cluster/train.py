@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cluster.base_model import ensure_base_model
+from cluster.held_out import held_out_items
+from cluster.preflight import check_model
 from cluster.run_state import DriverState, find_checkpoint, read_run
 from cluster.step_metrics import StageTimer, step_line
 from cluster.training_run import TrainingRun
@@ -70,18 +72,21 @@ def claim_run_dir(run_dir: Path, config: Config) -> None:
 def open_run(config: Config) -> TrainingRun:
     """Check everything a user can get wrong before anything slow starts, then the run to enter.
 
-    Reward plugins, training data and a checkpoint to resume from are checked in seconds, before an SFT build
-    or a cluster start, and nothing is written until they pass.
+    The model directory (and that the completion fits it), reward plugins (their build bounded by
+    `rewards.startup_timeout_s`), training and held-out data, and a checkpoint to resume from are checked in
+    seconds, before an SFT build or a cluster start, and nothing is written until they pass.
     """
+    check_model(config)
     reward = build_reward_fn(config.rewards, config.data.task)
     items = load_task_items(config.data, "train", config.seed)
+    held_out = held_out_items(config)
     run_dir = Path(config.run_dir)
     resume_from = find_checkpoint(config, run_dir / "checkpoints")
     state = read_run(resume_from, config) if resume_from else DriverState()
     claim_run_dir(run_dir, config)
     print(f"agrpo train: run directory {run_dir.resolve()}", file=sys.stderr)
     ensure_base_model(config)
-    return TrainingRun(config, reward, items, resume_from, state)
+    return TrainingRun(config, reward, items, held_out, resume_from, state)
 
 
 def run_steps(run: TrainingRun) -> None:

@@ -61,12 +61,14 @@ class TrainingRun:
         config: Config,
         reward: CombinedReward,
         items: list[dict[str, Any]],
+        held_out: list[dict[str, Any]],
         resume_from: Path | None,
         state: DriverState,
     ) -> None:
         self.config = config
         self.reward = reward
         self.items = items
+        self.held_out = held_out
         self.resume_from = resume_from
         self.state = state
         self.run_dir = Path(config.run_dir)
@@ -105,7 +107,7 @@ class TrainingRun:
             for batch, groups in state.ready.items():
                 self.rollouts.restore(batch, groups)
             self.prompts = PromptStream(self.items, config.seed, cursor=state.cursor)
-            self.evaluator = HeldOutEvaluator(config, self.workers[0], state.evals)
+            self.evaluator = HeldOutEvaluator(config, self.workers[0], self.held_out, state.evals)
             self.guard = CollapseGuard(config.metrics.collapse_window, config.metrics.collapse_ratio)
             if state.collapse:
                 self.guard.load_state_dict(state.collapse)
