@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cluster.base_model import ensure_base_model
+from cluster.collapse import divergence
 from cluster.held_out import held_out_items
 from cluster.preflight import check_model
 from cluster.run_state import DriverState, find_checkpoint, read_run
 from cluster.step_metrics import StageTimer, step_line
 from cluster.training_run import TrainingRun
+from common.checkpoint import latest_checkpoint
 from common.config import Config, dump_config
 from common.errors import UserError
 from rewards.data import load_task_items
@@ -29,6 +31,10 @@ from rewards.registry import build_reward_fn
 
 class TrainingCollapsed(UserError):
     """The collapse guard stopped the run."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient norm of a step is not finite: the weights are lost, the run stops before saving them."""
 
 
 @dataclass
@@ -114,6 +120,12 @@ def run_steps(run: TrainingRun) -> None:
         line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer)
         collapsed = run.guard.update(line["success_rate"])
         run.record(line)
+        diverged = divergence(line)
+        if diverged:  # no checkpoint: it would hold NaN weights and push a good one out of keep_last
+            raise TrainingDiverged(
+                f"{diverged} at step {steps_done} (learner.lr = {cfg.learner.lr:g}); lower learner.lr and continue "
+                f"from the last checkpoint with --resume ({latest_checkpoint(run.checkpoints) or 'none yet'})"
+            )
         if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:
             run.checkpoint(steps_done)
         run.evaluate_if_pending(steps_done)
