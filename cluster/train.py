@@ -106,6 +106,7 @@ def run_steps(run: TrainingRun) -> None:
             groups = run.sampled(step)  # RolloutWorkers: G completions of each prompt, streamed as they finish
         with timer("reward"):
             groups = run.rewards.scored(groups)  # RewardService pool; most were scored while streaming
+        run.check_rewards(step + 1, groups)  # warns about a failing plugin; stops when every sample failed
         admitted = run.staleness.admit(run.learners.version, groups)  # too-stale groups are dropped and counted
         with timer("learner"):
             update = run.learners.update(admitted, step)  # AGRPO over k timesteps per trajectory, DeepSpeed
