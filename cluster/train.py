@@ -56,19 +56,18 @@ RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "checkpoints", "plots")
 def claim_run_dir(run_dir: Path, config: Config) -> None:
     """Write config.yaml into run_dir, which must not hold another run's outputs unless resuming or overwriting."""
     found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    if found and config.checkpoint.resume == "never":
-        if not config.checkpoint.overwrite:
-            raise UserError(
-                f"run_dir {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, start over "
-                "with --overwrite (deletes them), or choose another run_dir"
-            )
-        for name in found:
+    if found and config.checkpoint.resume == "never" and not config.checkpoint.overwrite:
+        raise UserError(
+            f"run_dir {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, start over "
+            "with --overwrite (deletes them), or choose another run_dir"
+        )
+    try:
+        for name in found if config.checkpoint.resume == "never" else []:
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
             else:
                 target.unlink()
-    try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(config))
     except OSError as err:
