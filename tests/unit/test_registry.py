@@ -146,7 +146,12 @@ def test_weights_combine_and_components_are_per_plugin() -> None:
 def test_a_failed_plugin_scores_the_sample_zero_with_its_reason(mode: str, error: str) -> None:
     scorer = build_reward_fn(config({"name": "test_chaos"}, {"name": "test_char_count"}))
     result = scorer("xy", {"mode": mode})
-    assert result == RewardResult(score=0.0, components={"test_chaos": 0.0, "test_char_count": 2.0}, error=error)
+    assert result == RewardResult(
+        score=0.0,
+        components={"test_chaos": 0.0, "test_char_count": 2.0},
+        error=error,
+        plugin_errors={"test_chaos": error.removeprefix("test_chaos: ")},
+    )
     assert scorer("xy", {"mode": "ok"}).score == pytest.approx(1.02 + 2.0)
 
 
