@@ -45,7 +45,6 @@ def summary_text(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cluster.train import train
     from common.config import load_config
 
     overrides = [
@@ -53,5 +52,8 @@ def run(args: argparse.Namespace) -> int:
         *(["checkpoint.resume=auto"] if args.resume else []),
         *(["checkpoint.overwrite=true"] if args.overwrite else []),
     ]
-    print(summary_text(train(load_config(args.config or DEFAULT_RECIPE, overrides))))
+    config = load_config(args.config or DEFAULT_RECIPE, overrides)  # a config error before the driver's imports
+    from cluster.train import train
+
+    print(summary_text(train(config)))
     return 0
