@@ -8,7 +8,6 @@ rule they enforce so that a bad value produces one line naming the field path, t
 from __future__ import annotations
 
 import difflib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from common.config_sections import (
     SFTConfig,
     TinyModelConfig,
 )
-from common.errors import ConfigError, brief
+from common.errors import ConfigError, brief, value_problem
 from common.task_names import registered_tasks, task_module_path
 
 __all__ = [
@@ -250,14 +249,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
-def _value_problem(exc: ValueError) -> str:
-    """Why YAML could not construct a value, on one line (Python's advice to raise its digit limit left out)."""
-    text = " ".join(str(exc).split())
-    if "integer string conversion" in text:
-        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
-    return text[:200]
-
-
 def _config_text(p: Path) -> str:
     """The file as UTF-8 text (a UTF-8 byte-order mark allowed); size and encoding problems as one line."""
     size = p.stat().st_size
@@ -308,7 +299,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"config file {p}: nested too deeply to parse; a config needs a few levels") from None
     except ValueError as exc:  # a value YAML cannot construct: a date like 2024-13-01, an int past 4300 digits
-        raise ConfigError(f"config file {p}: not valid YAML ({_value_problem(exc)})") from None
+        raise ConfigError(f"config file {p}: not valid YAML ({value_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
     check_document(data, f"config file {p}")

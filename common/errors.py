@@ -8,6 +8,7 @@ user sees what to fix instead of where in our code the problem surfaced.
 from __future__ import annotations
 
 import reprlib
+import sys
 
 
 class UserError(Exception):
@@ -31,6 +32,15 @@ _BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict = 2, 4, 4, 4
 _BRIEF.maxset, _BRIEF.maxfrozenset, _BRIEF.maxdeque = 4, 4, 4
 _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 80, 80, 40
 BRIEF_MAX_CHARS = 160
+
+
+def value_problem(exc: BaseException) -> str:
+    """Why a parser (YAML, JSON) could not build a value, on one line and bounded; Python's refusal of an
+    integer past its digit limit is said as such, without its advice to raise the limit."""
+    text = " ".join(str(exc).split())
+    if "integer string conversion" in text:
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    return text[:200]
 
 
 def brief(value: object) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError, value_problem
 from rewards.generators import generate_split
 from rewards.tasks import load_task
 from rewards.tasks.base import RowError, Task
@@ -97,10 +97,7 @@ def _json_problem(err: ValueError | RecursionError) -> str:
         return "nested too deeply"
     if isinstance(err, json.JSONDecodeError):
         return err.msg
-    text = " ".join(str(err).split())
-    if "integer string conversion" in text:  # Python's limit on int digits (sys.get_int_max_str_digits)
-        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
-    return text[:200]
+    return value_problem(err)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
