@@ -105,16 +105,17 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 yield lineno, RowError(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
                 continue
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                row = json.loads(line)
             except (ValueError, RecursionError) as err:
-                yield lineno, RowError(f"not valid JSON ({_json_problem(err)})")
+                row = RowError(f"not valid JSON ({_json_problem(err)})")
+            yield lineno, row
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
