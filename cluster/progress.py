@@ -64,6 +64,13 @@ class RunProgress:
             flush=True,
         )
 
+    def warn(self, text: str) -> None:
+        """A warning line that stays on screen (above the live bar, which redraws below it)."""
+        if self.live:
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def phase_note(self, note: str) -> None:
         """A one-off line about what the run is doing (e.g. an evaluation that takes a while); the next
         `update` puts the plain phase back."""

@@ -34,7 +34,7 @@ from common.config_sections import (
     SFTConfig,
     TinyModelConfig,
 )
-from common.errors import ConfigError
+from common.errors import ConfigError, brief, value_problem
 from common.task_names import registered_tasks, task_module_path
 
 __all__ = [
@@ -75,11 +75,21 @@ __all__ = [
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "deploy" / "recipes" / "tiny.yaml"
 """What `agrpo train` and `agrpo config show` use without --config: the embedded default run."""
 
+MAX_SEED = 2**63 - 1
+"""Seeds feed numpy's SeedSequence (non-negative only) and torch generators (at most 64 bits)."""
+
+MAX_CONFIG_BYTES = 4 * 1024**2
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 100_000
+"""Bounds of a config document: recipes are a few KB, a few levels deep, a few hundred values. Past them a
+file is a mistake or an attack (a YAML alias bomb expands a few lines into billions of values, and deep
+nesting overflows the parser's stack), and validating or printing it would take minutes or crash."""
+
 
 class Config(Section):
     """A whole run."""
 
-    seed: int = Field(0, description="Seed of every random stream (data, sampler, timesteps, init).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of every random stream (data, sampler, timesteps, init).")
     run_dir: str = Field("runs/tiny", description="Directory for config, metrics, plots and checkpoints.")
     model: ModelConfig = Field(default_factory=ModelConfig, description=ModelConfig.__doc__)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description=SamplerConfig.__doc__)
@@ -125,6 +135,18 @@ class Config(Section):
                 f"{tiny.block_size} for a block_causal model"
             )
         _check_task_rewards(self)
+        tiny = self.model.tiny.max_sequence_length
+        if self.model.path == "tiny" and self.sampler.gen_length >= tiny:
+            raise ValueError(
+                f"sampler.gen_length = {self.sampler.gen_length}: must be below model.tiny.max_sequence_length = "
+                f"{tiny}, which holds the prompt and the completion"
+            )
+        num_items = self.evaluation.num_items
+        if self.data.path is None and num_items is not None and num_items > self.data.num_eval:
+            raise ValueError(
+                f"evaluation.num_items = {num_items}: more than the {self.data.num_eval} generated held-out items "
+                "(data.num_eval); lower it, unset it (the whole split), or raise data.num_eval"
+            )
         if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
             # The record keeps each committed token's allowed set, padded to the widest one of the batch; a
             # single flat distribution would make that up to vocab-sized for every token of the batch.
@@ -197,7 +219,7 @@ def format_validation_error(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             close = _closest_key(str(e["loc"][-1]), _section_keys(e["loc"][:-1]))
             hint = f" (did you mean {close}?)" if close else ""
-            lines.append(f"{path} = {e.get('input')!r}: unknown key{hint}")
+            lines.append(f"{path} = {brief(e.get('input'))}: unknown key{hint}")
         elif e["type"] == "value_error":
             # Validators phrase their message as `field = value: rule`; a field validator's location
             # already ends in that field, a model validator's location is the section holding it.
@@ -207,7 +229,7 @@ def format_validation_error(err: ValidationError) -> str:
             prefix = ".".join(loc) + "." if loc else ""
             lines.append(f"{prefix}{msg}" if " = " in msg else f"{path}: {msg}")
         else:
-            lines.append(f"{path} = {e.get('input')!r}: {msg}")
+            lines.append(f"{path} = {brief(e.get('input'))}: {msg}")
     return "; ".join(lines)
 
 
@@ -320,17 +342,60 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
+def _config_text(p: Path) -> str:
+    """The file as UTF-8 text (a UTF-8 byte-order mark allowed); size and encoding problems as one line."""
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p}: {size} bytes, more than a config can be ({MAX_CONFIG_BYTES} bytes)")
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        utf16 = " (it starts with a UTF-16 byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(
+            f"config file {p}: not UTF-8 text{utf16}, byte 0x{raw[err.start]:02x} at offset {err.start}; "
+            "save it as UTF-8"
+        ) from None
+
+
+def check_document(data: Any, source: str) -> None:
+    """Refuse a document nested deeper than MAX_CONFIG_DEPTH or holding more than MAX_CONFIG_VALUES values,
+    counting every alias where it is used. The walk stops at the first bound, so it is quick on any input."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    values = 0
+    while stack:
+        node, depth = stack.pop()
+        values += 1
+        if values > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{source}: more than {MAX_CONFIG_VALUES} values (counting each use of a YAML alias); a config "
+                "needs far fewer"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_CONFIG_DEPTH} levels deep; a config needs far fewer")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, list | tuple | set):
+            stack.extend((child, depth + 1) for child in node)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning file and syntax problems into one-line errors."""
+    """Read a YAML mapping, turning file, encoding, syntax and size problems into one-line errors."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p}: not found")
+    text = _config_text(p)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p}: nested too deeply to parse; a config needs a few levels") from None
+    except ValueError as exc:  # a value YAML cannot construct: a date like 2024-13-01, an int past 4300 digits
+        raise ConfigError(f"config file {p}: not valid YAML ({value_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
+    check_document(data, f"config file {p}")
     return data
 
 
@@ -339,6 +404,7 @@ def build_config(data: dict[str, Any], source: str = "config", training: bool = 
 
     `training=False` leaves out the rules that only RL training needs (see `Config._training_rules`).
     """
+    check_document(data, source)
     try:
         return Config.model_validate(data, context={"training": training})
     except ValidationError as err:

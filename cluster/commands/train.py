@@ -53,8 +53,8 @@ def summary_text(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cluster.train import train
-
     config, _ = resolve_config(args, ALIASES, read_yaml(DEFAULT_RECIPE), str(DEFAULT_RECIPE), training=True)
+    from cluster.train import train  # after the config: a config error comes before the driver's imports
+
     print(summary_text(train(config)))
     return 0

@@ -170,7 +170,7 @@ def test_describe_writes_every_description_and_loads_back(tmp_path: Path) -> Non
 def test_cli_show_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show", "--describe", "learner.lr=1e-5"]) == 0
     out = capsys.readouterr().out
-    assert "  # Peak AdamW learning rate.\n  lr: 1.0e-05\n" in out
+    assert "  # Peak AdamW learning rate (at most 1).\n  lr: 1.0e-05\n" in out
     assert "# - weight: Weight in the combined reward." in out
 
 

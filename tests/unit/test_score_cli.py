@@ -215,7 +215,7 @@ def test_generate_split_matches_training(tmp_path: Path) -> None:
     from common.config import DEFAULT_RECIPE, load_config
     from rewards.data import load_task_items
 
-    config = load_config(DEFAULT_RECIPE, ["data.num_eval=30", "data.num_train=50"])
+    config = load_config(DEFAULT_RECIPE, ["data.num_eval=30", "data.num_train=50"], training=False)
     argv = ["generate", "--config", str(DEFAULT_RECIPE), "data.num_eval=30", "data.num_train=50"]
     for split, n in (("eval", None), ("train", None), ("eval", 7)):
         out = tmp_path / f"{split}-{n}.jsonl"
