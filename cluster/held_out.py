@@ -17,14 +17,16 @@ from rewards.data import load_task_items
 
 
 class HeldOutEvaluator:
-    def __init__(self, config: Config, worker: Any, history: list[list[float]] | None = None) -> None:
+    def __init__(
+        self, config: Config, worker: Any, metrics: RoleMetrics, history: list[list[float]] | None = None
+    ) -> None:
         self.config = config
         self.worker = worker
         items = load_task_items(config.data, "eval", config.seed)
         self.items = items[: config.evaluation.num_items]
         self.sampler = config.evaluation.sampler(config.sampler).model_dump(mode="json")
         self.history: list[list[float]] = history or []
-        self.metrics = RoleMetrics()
+        self.metrics = metrics
 
     def due(self, step: int, last: bool) -> bool:
         every = self.config.evaluation.every_steps

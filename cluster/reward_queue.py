@@ -48,6 +48,7 @@ class RewardQueue:
             results = self.pending.pop(group.prompt_index).result()
             group.rewards = np.asarray([r.score for r in results], dtype=np.float32)
             group.reward_errors = [r.error for r in results]
+            group.reward_components = [dict(r.components) for r in results]
             self.counters.groups_rewarded += 1
             self.counters.reward_errors += sum(r.error is not None for r in results)
         return groups

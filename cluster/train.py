@@ -21,6 +21,7 @@ from cluster.step_metrics import StageTimer, step_line
 from cluster.training_run import TrainingRun
 from common.config import Config, dump_config
 from common.errors import UserError
+from common.trackers import check_trackers
 from rewards.data import load_task_items
 from rewards.registry import build_reward_fn
 
@@ -74,6 +75,7 @@ def open_run(config: Config) -> TrainingRun:
     or a cluster start, and nothing is written until they pass.
     """
     reward = build_reward_fn(config.rewards, config.data.task)
+    check_trackers(config.metrics)
     items = load_task_items(config.data, "train", config.seed)
     run_dir = Path(config.run_dir)
     resume_from = find_checkpoint(config, run_dir / "checkpoints")
@@ -108,7 +110,7 @@ def run_steps(run: TrainingRun) -> None:
         last = steps_done in (total, cfg.checkpoint.stop_at)
         line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer)
         collapsed = run.guard.update(line["success_rate"])
-        run.record(line)
+        run.record(line, admitted)
         if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:
             run.checkpoint(steps_done)
         run.evaluate_if_pending(steps_done)

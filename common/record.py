@@ -160,6 +160,10 @@ class RolloutGroup:
     texts: list[str] = field(default_factory=list)
     rewards: np.ndarray | None = None
     reward_errors: list[str | None] = field(default_factory=list)
+    prompt: str = ""
+    """The prompt text the completions continue (for the completion tables of the trackers)."""
+    reward_components: list[dict[str, float]] = field(default_factory=list)
+    """Per sample, each reward plugin's own score under its label (and the plugins' components)."""
 
 
 def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: float = 1e-4) -> torch.Tensor:
@@ -185,6 +189,8 @@ def group_to_state(group: RolloutGroup) -> dict[str, Any]:
         "texts": list(group.texts),
         "rewards": None if group.rewards is None else torch.from_numpy(np.asarray(group.rewards)),
         "reward_errors": list(group.reward_errors),
+        "prompt": group.prompt,
+        "reward_components": json.dumps(group.reward_components),
         "prompt_ids": [torch.from_numpy(np.array(p)) for p in t.prompt_ids],
         "arrays": arrays,
         "sampler": t.sampler.model_dump(mode="json"),
@@ -219,4 +225,6 @@ def group_from_state(state: dict[str, Any]) -> RolloutGroup:
         texts=list(state["texts"]),
         rewards=None if rewards is None else rewards.numpy(),
         reward_errors=list(state["reward_errors"]),
+        prompt=str(state.get("prompt", "")),
+        reward_components=json.loads(state.get("reward_components", "[]")),
     )
