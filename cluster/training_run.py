@@ -119,6 +119,7 @@ class TrainingRun:
             self.log.truncate_after(state.step, drop_accuracy=self.evaluation_pending(state.step))
             self.last_step = state.step
             self.exported = StalenessExport(self.metrics, self.staleness)
+            self.metrics.set("agrpo_learner_step", state.step)  # from the start: the base evaluation shows step 0
             self.metrics.zero("agrpo_rollout_worker_restarts_total")
             self.trackers = Trackers(config, self.name, self.run_dir, state.step)
             stack.callback(self.trackers.close)

@@ -132,8 +132,8 @@ class TensorBoardTracker:
     def __init__(self, run_dir: Path, start_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: a resumed run hides what the interrupted one logged after its checkpoint.
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step or None)
+        # A resumed run hides what the interrupted one logged after its checkpoint (steps past start_step).
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -187,16 +187,20 @@ class WandbTracker:
             config=config.model_dump(mode="json"),
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
         )
+        # Every row carries the training step as `step`, the x axis of every chart: wandb's own step must only
+        # grow, and a step logs twice (its metrics line, then held-out accuracy or a completion table).
+        for pattern in ("train/*", "eval/*", "completions"):
+            self.run.define_metric(pattern, step_metric="step")
         self.id = self.run.id
         print(f"agrpo: wandb {mode} ({why}): run {self.run.dir}", file=sys.stderr)
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
+        self.run.log({**values, "step": step})
 
     def log_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
         columns = list(rows[0])
         table = self.wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
-        self.run.log({"completions": table}, step=step)
+        self.run.log({"completions": table, "step": step})
 
     def close(self) -> None:
         self.run.finish()
