@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from common.config import Config
 
 RUN_TAG = "run"
-STALENESS_BOUNDARIES = [0.5, 1.5, 2.5, 3.5, 4.5, 8.5]
+# Ray 2.60 rebuilds a histogram from its buckets' midpoints (the first bucket's is half its bound), so each
+# staleness 0-4 is the midpoint of a bucket of its own: sums, means and quantiles read whole versions.
+STALENESS_BOUNDARIES = [0.001, 1.999, 2.001, 3.999, 4.001, 8.5]
 # From 100 µs (a reward plugin call, a driver stage with nothing to wait for) to 10 minutes (an 8B learner step).
 SECONDS_BOUNDARIES = [
     *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
