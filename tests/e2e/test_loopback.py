@@ -85,6 +85,7 @@ def test_a_local_run_listens_on_loopback_only_and_serves_its_dashboard_there(tmp
         "metrics.plots=false",
     ]
     held = hold_ports(RAY_DEFAULT_PORTS)
+    held_ports = {sock.getsockname()[1] for sock in held}
     try:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         output: list[str] = []
@@ -114,7 +115,7 @@ def test_a_local_run_listens_on_loopback_only_and_serves_its_dashboard_there(tmp
     ((url, status),) = dashboard.items()
     assert url.startswith("http://127.0.0.1:") and status in (200, 401), (url, status, text[-2000:])
     port = int(url.rsplit(":", 1)[1])
-    if any(s.getsockname()[1] == 8265 for s in held):
+    if 8265 in held_ports:
         assert port != 8265  # Ray moved to a free port and the printed URL says which
     assert any(p == port and ip in LOOPBACK for _, ip, p in seen)
     metrics = re.search(
