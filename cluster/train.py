@@ -43,7 +43,10 @@ class RunSummary:
     plots: list[str] = field(default_factory=list)
 
 
-RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "checkpoints", "plots")
+RUN_OUTPUTS = (
+    *("metrics.jsonl", "summary.json", "checkpoints", "plots"),
+    *("completions.jsonl", "trackers.json", "tensorboard", "wandb", "mlruns"),  # common/trackers.py
+)
 
 
 def claim_run_dir(run_dir: Path, config: Config) -> None:

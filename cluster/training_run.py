@@ -1,8 +1,8 @@
 """A training run's actors and state: set up in data-flow order on enter, torn down in reverse on exit.
 
-Setup: Ray (a new local loopback cluster unless `cluster.address` or `ray job submit` names one), placement groups, the RewardService pool, the
-DeepSpeed learner group, the rollout workers, the weight broadcaster (layout check, first broadcast), then the
-driver's own state, restored from a checkpoint when resuming. Teardown runs in reverse whatever happened, so an
+Setup: Ray (a new local loopback cluster unless `cluster.address` or `ray job submit` names one), placement
+groups, the RewardService pool, the DeepSpeed learner group, the rollout workers, the weight broadcaster (layout
+check, first broadcast), then the driver's own state, restored from a checkpoint when resuming, and the trackers. Teardown runs in reverse whatever happened, so an
 error or an interrupt never leaves actors or placement groups behind.
 """
 

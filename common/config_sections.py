@@ -300,8 +300,8 @@ class CheckpointConfig(Section):
     resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
     overwrite: bool = Field(
         False,
-        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary and "
-        "checkpoints first (without it, such a run_dir is refused unless resuming).",
+        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary, "
+        "checkpoints and tracker files first (without it, such a run_dir is refused unless resuming).",
     )
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,16 @@ def prometheus_query(url: str, expr: str, start: float, end: float) -> list[dict
     return body["data"]["result"]
 
 
+def scraped_after(url: str, moment: float) -> bool:
+    with urllib.request.urlopen(f"{url}/api/v1/targets", timeout=10) as response:
+        targets = json.loads(response.read())["data"]["activeTargets"]
+    stamps = []
+    for target in targets:  # RFC 3339 in UTC with nanoseconds, e.g. 2026-01-02T03:04:05.123456789Z
+        whole, fraction = re.match(r"([\d-]+T[\d:]+)(\.\d+)?", target["lastScrape"]).groups()
+        stamps.append(datetime.fromisoformat(whole + "+00:00").timestamp() + float(fraction or 0))
+    return bool(stamps) and min(stamps) > moment
+
+
 def has_values(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(v)) for series in result for _, v in series["values"])
 
@@ -209,11 +220,9 @@ def job(ray_head: dict, prometheus: str, tmp_path_factory: pytest.TempPathFactor
     end = time.time()
     logs = client.get_job_logs(job_id)
     assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
-    # Prometheus scrapes every 10 s: wait for a scrape that saw the run's last step.
-    step = f'max(ray_agrpo_learner_step{{run="{RUN_NAME}"}})'
-    wait_for(
-        lambda: has_values(prometheus_query(prometheus, f"{step} == {STEPS}", start, time.time())), 60, "the last step"
-    )
+    # What the run's processes set before they ended reaches the metrics agent within one report interval (10 s);
+    # wait until Prometheus has scraped every target after that.
+    wait_for(lambda: scraped_after(prometheus, end + 10), 60, "a scrape after the job")
     return {"run_dir": run_dir, "logs": logs, "start": start, "end": end, "prometheus": prometheus}
 
 
