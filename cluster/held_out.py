@@ -36,14 +36,19 @@ def held_out_items(config: Config) -> list[dict[str, Any]]:
 
 class HeldOutEvaluator:
     def __init__(
-        self, config: Config, worker: Any, items: list[dict[str, Any]], history: list[list[float]] | None = None
+        self,
+        config: Config,
+        worker: Any,
+        items: list[dict[str, Any]],
+        metrics: RoleMetrics,
+        history: list[list[float]] | None = None,
     ) -> None:
         self.config = config
         self.worker = worker
         self.items = items
         self.sampler = config.evaluation.sampler(config.sampler).model_dump(mode="json")
         self.history: list[list[float]] = history or []
-        self.metrics = RoleMetrics()
+        self.metrics = metrics
 
     def due(self, step: int, last: bool) -> bool:
         every = self.config.evaluation.every_steps

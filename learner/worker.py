@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from common.checkpoint import load_state, save_state, write_manifest
 from common.config import Config
 from common.errors import CheckpointError
-from common.metrics import RoleMetrics
+from common.metrics import RoleMetrics, run_label
 from common.model.loading import load_policy, mask_predictor_logits, no_transformers_progress, resolve_dtype
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
 from common.seeding import derived_seed
@@ -74,7 +74,7 @@ class LearnerWorker:
             torch.set_num_threads(max(1, int(self.config.cluster.cpus_per_learner)))
         self.version = 0
         self.group: Any = None
-        self.metrics = RoleMetrics()
+        self.metrics = RoleMetrics(run_label(self.config))
         self.listeners: dict[int, socket.socket] = {}
 
     def reserve_address(self) -> tuple[str, int]:
