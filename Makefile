@@ -1,6 +1,6 @@
 # Two entry points: `make train` (set up, then run the main job) and `make test` (set up, then test).
 # Setup creates .venv once and reinstalls only when pyproject.toml or constraints.txt change.
-# torch is pinned to the CPU wheel here (constraints.txt); GPU machines use `pip install -e .[gpu]`.
+# torch is pinned to the CPU wheel here (constraints.txt); GPU machines bring their CUDA torch, then `pip install -e .`.
 
 PYTHON ?= python3
 VENV := .venv

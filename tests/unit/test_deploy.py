@@ -461,7 +461,7 @@ def test_ray_cluster_launcher_config() -> None:
     assert config["head_node_type"] in types
     assert types[config["head_node_type"]]["resources"].get("GPU", 0) == 0
     assert max(t["resources"].get("GPU", 0) for t in types.values()) == 8
-    assert any("agrpo[gpu]" in command for command in config["setup_commands"])
+    assert any('pip install -q -e "$HOME/agrpo"' in command for command in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
     for flag in ("--head", "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--metrics-export-port=8080"):
         assert flag in head
