@@ -186,6 +186,12 @@ class LearnerConfig(Section):
     warmup_ratio: float = Field(0.01, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each transformer block's activations in the backward pass instead of keeping them: "
+        "activation memory of one block instead of all, for about one more forward pass of compute (on in the "
+        "LLaDA-8B recipes; the model class must support it, as the native LLaDA and the Qwen block models do).",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
 
     @model_validator(mode="after")
