@@ -6,6 +6,8 @@ Every model directory agrpo writes (`save_policy`, the learner's checkpoints, `a
 - weights (safetensors) and config.json; for the native LLaDA class (and a model loaded with its own code)
   also the modeling files and `auto_map`, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` works
   without agrpo (common/model/llada.py registers its classes for that);
+- `tie_word_embeddings` always written: transformers 5 leaves it out unless the config class declares it, and
+  4.x then assumes true and ties any `lm_head` to the input embeddings, replacing the trained head;
 - the tokenizer, under a class name both transformers majors know: transformers 5 saves a fast tokenizer
   as `TokenizersBackend`, a name 4.x does not have, while both read `PreTrainedTokenizerFast` (the name 4.x
   saved, and 5.x's alias of the same class);
@@ -22,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from common.checkpoint import write_manifest
 
-TOKENIZER_CONFIG = "tokenizer_config.json"
+CONFIG, TOKENIZER_CONFIG = "config.json", "tokenizer_config.json"
 # Tokenizer classes transformers 5 writes that 4.x cannot import -> the name both read for the same tokenizer.
 PORTABLE_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 
@@ -37,9 +39,21 @@ def save_model_directory(
     full, merged weights under ZeRO-3 or LoRA). Anything already in the directory is covered by the manifest."""
     directory = Path(directory)
     model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+    explicit_tying(model, directory)
     tokenizer.save_pretrained(directory)
     portable_tokenizer_config(directory)
     write_manifest(directory)
+
+
+def explicit_tying(model: PreTrainedModel, directory: Path) -> None:
+    """Write `tie_word_embeddings` into config.json when absent: whether the output head is the input embedding."""
+    path = directory / CONFIG
+    values = json.loads(path.read_text())
+    if "tie_word_embeddings" in values:
+        return
+    head = model.get_output_embeddings()
+    values["tie_word_embeddings"] = head is not None and head.weight is model.get_input_embeddings().weight
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def portable_tokenizer_config(directory: Path) -> None:
