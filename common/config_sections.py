@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from common.task_names import check_task_name
 
@@ -253,14 +253,26 @@ class DataConfig(Section):
     task: str = Field(
         "countdown",
         description="Task: a registered name (entry point group `agrpo.tasks`; built in: arithmetic, countdown, "
-        "gsm8k, math, sudoku) or a module path `package.module`; decides the fields, prompts, reward and grader.",
+        "gsm8k, math, sudoku, and `generic` for your own prompts and reward plugins) or a module path "
+        "`package.module`; decides the fields, prompts, reward and grader.",
     )
     path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
         "auto", description="File format; `auto` picks it from the suffix."
     )
     fields: dict[str, str] = Field(
-        default_factory=dict, description="Map of our field names to the file's column names."
+        default_factory=dict,
+        description="Map of our field names to the file's column names; a dotted name reads a nested column, e.g. "
+        "`ground_truth: reward_model.ground_truth` (verl's parquet files).",
+    )
+    train_split: str = Field(
+        "train",
+        description="Name of the training split: replaces `{split}` in data.path, and picks the split of a "
+        "`save_to_disk` DatasetDict.",
+    )
+    eval_split: str = Field(
+        "eval",
+        description="Name of the held-out split, as train_split (GSM8K and MATH on the Hugging Face hub call it `test`).",
     )
     on_malformed: Literal["skip", "fail"] = Field(
         "skip", description="A malformed row is reported with file and line, then skipped or fatal."
@@ -276,6 +288,20 @@ class DataConfig(Section):
     @classmethod
     def _registered(cls, value: str) -> str:
         return check_task_name(value)
+
+    @field_validator("train_split", "eval_split")
+    @classmethod
+    def _split_name(cls, value: str, info: ValidationInfo) -> str:
+        # The name goes into a file name and a DatasetDict key: a path separator or padding would point elsewhere.
+        if not value or value != value.strip() or "/" in value or "{" in value:
+            raise ValueError(f"{info.field_name} = {value!r}: must be a non-empty name without '/', '{{' or padding")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_splits(self) -> DataConfig:
+        if self.train_split == self.eval_split:
+            raise ValueError(f"eval_split = {self.eval_split!r}: must differ from train_split")
+        return self
 
 
 class ClusterConfig(Section):
