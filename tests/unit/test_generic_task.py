@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,27 @@ def test_per_split_files_with_the_hub_split_name(tmp_path: Path) -> None:
     assert len(load_task_items(cfg, "train", 0)) == 3
     task = load_task(GENERIC)
     assert task.generate is None and set(task.prompts) == {"plain", "d1", "agrpo"}
+
+
+class _Worker:
+    """A rollout worker stand-in whose evaluation grades nothing (as for items without a ground truth)."""
+
+    class evaluate:  # the actor method, with its `.remote`
+        @staticmethod
+        def remote(*_: object) -> dict[str, float]:
+            return {"accuracy": 0.0, "den": 0.0}
+
+
+def test_an_evaluation_that_grades_nothing_has_no_accuracy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cluster.held_out as held_out
+    from common.config import load_config
+
+    write_parquet(tmp_path / "rows.parquet", [{"prompt": f"{k}+1="} for k in range(10)])  # no ground truth
+    config = load_config(None, [f"data.task={GENERIC}", f"data.path={tmp_path / 'rows.parquet'}", "data.num_eval=3"])
+    monkeypatch.setattr(held_out.ray, "get", lambda value: value)
+    evaluator = held_out.HeldOutEvaluator(config, _Worker())
+    assert all(grade("<answer>1</answer>", item) == (0.0, 0.0) for item in evaluator.items)
+    assert math.isnan(evaluator.run(0)) and math.isnan(evaluator.run(1))
+    assert (evaluator.base(), evaluator.final()) == (None, None)  # printed as n/a, not 0%
+    evaluator.history.append([2, 0.5])
+    assert evaluator.final() == 0.5
