@@ -293,8 +293,8 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerB
 
 
 def _llada_config(path: Path, raw: dict[str, Any]) -> LLaDAConfig:
-    """The native config from a public LLaDA config.json (the same keys; auto_map is dropped because the
-    native class replaces that code, and a saved copy must not point at files it does not carry)."""
+    """The native config from a public LLaDA config.json (the same keys; the directory's auto_map, which names
+    LLaDA's own modeling_llada.py, gives way to the native class's, whose code a saved copy carries)."""
     missing = [key for key in LLADA_REQUIRED_KEYS if key not in raw]
     if missing:
         raise CheckpointError(

@@ -1,10 +1,15 @@
 """Directories agrpo saves load with plain transformers and peft, in a clean interpreter that cannot import agrpo,
 and give the logits agrpo's own loader gives.
 
-Every major of transformers that pyproject allows is checked where it is installed: this environment's, and
-transformers 4.57 in a throwaway virtual environment when one exists (`AGRPO_TF4_PYTHON`, default
-/tmp/tf4/bin/python; make one with `python -m venv /tmp/tf4 && /tmp/tf4/bin/pip install 'transformers==4.57.*'
-torch safetensors peft`); that case is skipped without it.
+Checked with this environment's transformers, and with transformers 4.57 (a user's environment without agrpo
+may well have 4.x) in a throwaway virtual environment when one exists (`AGRPO_TF4_PYTHON`, default
+/tmp/tf4/bin/python); that case is skipped without it. One way to make it, reusing this environment's torch
+and peft from a path file, so that only transformers and its own pins are downloaded:
+
+    python3 -m venv /tmp/tf4
+    .venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+        > /tmp/tf4/lib/python3.11/site-packages/zz_agrpo_env.pth
+    /tmp/tf4/bin/pip install 'transformers==4.57.*'
 """
 
 from __future__ import annotations
