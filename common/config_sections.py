@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.task_names import check_task_name
 
@@ -188,9 +188,8 @@ class LearnerConfig(Section):
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
     gradient_checkpointing: bool = Field(
         False,
-        description="Recompute each transformer block's activations in the backward pass instead of keeping them: "
-        "activation memory of one block instead of all, for about one more forward pass of compute (on in the "
-        "LLaDA-8B recipes; the model class must support it, as the native LLaDA and the Qwen block models do).",
+        description="Recompute each transformer block's activations in the backward pass instead of keeping them "
+        "(less memory, about one more forward pass; on in the LLaDA-8B recipes; the model class must support it).",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
 
@@ -289,16 +288,12 @@ class DataConfig(Section):
     def _registered(cls, value: str) -> str:
         return check_task_name(value)
 
-    @field_validator("train_split", "eval_split")
-    @classmethod
-    def _split_name(cls, value: str, info: ValidationInfo) -> str:
-        # The name goes into a file name and a DatasetDict key: a path separator or padding would point elsewhere.
-        if not value or value != value.strip() or "/" in value or "{" in value:
-            raise ValueError(f"{info.field_name} = {value!r}: must be a non-empty name without '/', '{{' or padding")
-        return value
-
     @model_validator(mode="after")
-    def _distinct_splits(self) -> DataConfig:
+    def _split_names(self) -> DataConfig:
+        for name in ("train_split", "eval_split"):  # a file name and a DatasetDict key: no path separator, no padding
+            value = getattr(self, name)
+            if not value or value != value.strip() or "/" in value or "{" in value:
+                raise ValueError(f"{name} = {value!r}: must be a non-empty name without '/', '{{' or padding")
         if self.train_split == self.eval_split:
             raise ValueError(f"eval_split = {self.eval_split!r}: must differ from train_split")
         return self

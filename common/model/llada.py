@@ -11,8 +11,8 @@ block-diffusion model, common/model/block_mask.py), and can run a window of posi
 This file and block_mask.py are also the modeling code of every directory agrpo saves: both classes are
 registered for transformers' Auto classes, so `save_pretrained` copies the two files next to the weights and
 writes `auto_map`, and plain transformers loads the directory with `trust_remote_code=True`, agrpo not
-installed. Hence they import only torch, transformers and each other (relatively), and only what transformers
-4.46 already had.
+installed. Hence they import only torch, transformers and each other (relatively), and use only what both
+transformers 4.57 and 5 have (tests/unit/test_plain_transformers.py loads a saved directory with each).
 """
 
 from __future__ import annotations

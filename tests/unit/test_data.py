@@ -195,3 +195,19 @@ def test_split_names_fill_the_path_and_pick_dataset_dict_splits(tmp_path: Path) 
         load_task_items(unnamed, "eval", 0)
     with pytest.raises(DataError, match=r"has no split 'validation'; it holds train, test"):
         load_items(tmp_path / "dd", "gsm8k", split="validation")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.eval_split=a/b", "data.eval_split = 'a/b': must be a non-empty name without '/', '{' or padding"),
+        ("data.train_split=", "data.train_split = '': must be a non-empty name without '/', '{' or padding"),
+        ("data.eval_split=train", "data.eval_split = 'train': must differ from train_split"),
+    ],
+)
+def test_split_names_are_checked(override: str, message: str) -> None:
+    from common.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == f"overrides: {message}"
