@@ -8,9 +8,9 @@ Every other column stays in the item and reaches the reward plugins as the `refe
 included (verl's `reward_model`, `extra_info`, `data_source`). The same prompt is used under every
 `data.template`: the wording is the data's.
 
-Optional field `ground_truth`: read from `ground_truth`, `answer` or verl's `reward_model.ground_truth` (or the
-column `data.fields.ground_truth` names), kept as text. It is what the task's own grader and reward compare
-with; the task knows nothing else about the rows.
+Optional field `ground_truth`: read from `ground_truth` or verl's `reward_model.ground_truth` (or the column
+`data.fields.ground_truth` names, e.g. `answer`, which the item then holds as `ground_truth`), kept as text. It
+is what the task's own grader and reward compare with; the task knows nothing else about the rows.
 
 - `grade` (held-out accuracy, the training success rate and the collapse guard, `agrpo score`): (1, 1) when the
   completion's answer equals the ground truth, (0, 1) when not, and (0, 0) for an item without a ground truth:
@@ -32,7 +32,7 @@ from rewards.types import RewardResult
 FIELDS = ("prompt",)
 COLUMNS = {
     "prompt": ("prompt", "messages"),
-    "ground_truth": ("ground_truth", "answer", "reward_model.ground_truth"),
+    "ground_truth": ("ground_truth", "reward_model.ground_truth"),
 }
 ROLES = ("system", "user", "assistant")
 MAX_GROUND_TRUTH_CHARS = 1000

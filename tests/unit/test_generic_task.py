@@ -149,3 +149,12 @@ def test_an_evaluation_that_grades_nothing_has_no_accuracy(tmp_path: Path, monke
     assert (evaluator.base(), evaluator.final()) == (None, None)  # printed as n/a, not 0%
     evaluator.history.append([2, 0.5])
     assert evaluator.final() == 0.5
+
+
+def test_a_ground_truth_column_of_another_name_is_mapped(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"prompt": "6*7=", "answer": "42", "topic": "times"}) + "\n")
+    assert "ground_truth" not in load_items(path, GENERIC)[0]  # `answer` is any other column unless mapped
+    item = load_items(path, GENERIC, fields={"ground_truth": "answer"})[0]
+    assert (item["ground_truth"], item["topic"]) == ("42", "times")
+    assert grade("<answer>42</answer>", item) == (1.0, 1.0)
