@@ -211,6 +211,11 @@ class LearnerConfig(Section):
     warmup_ratio: float = Field(0.01, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each transformer block's activations in the backward pass instead of keeping them "
+        "(less memory, about one more forward pass; on in the LLaDA-8B recipes; the model class must support it).",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
 
     @field_validator("lr")
@@ -299,14 +304,26 @@ class DataConfig(Section):
     task: str = Field(
         "countdown",
         description="Task: a registered name (entry point group `agrpo.tasks`; built in: arithmetic, countdown, "
-        "gsm8k, math, sudoku) or a module path `package.module`; decides the fields, prompts, reward and grader.",
+        "gsm8k, math, sudoku, and `generic` for your own prompts and reward plugins) or a module path "
+        "`package.module`; decides the fields, prompts, reward and grader.",
     )
     path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
         "auto", description="File format; `auto` picks it from the suffix."
     )
     fields: dict[str, str] = Field(
-        default_factory=dict, description="Map of our field names to the file's column names."
+        default_factory=dict,
+        description="Map of our field names to the file's column names; a dotted name reads a nested column, e.g. "
+        "`ground_truth: reward_model.ground_truth` (verl's parquet files).",
+    )
+    train_split: str = Field(
+        "train",
+        description="Name of the training split: replaces `{split}` in data.path, and picks the split of a "
+        "`save_to_disk` DatasetDict.",
+    )
+    eval_split: str = Field(
+        "eval",
+        description="Name of the held-out split, as train_split (GSM8K and MATH on the Hugging Face hub call it `test`).",
     )
     on_malformed: Literal["skip", "fail"] = Field(
         "skip", description="A malformed row is reported with file and line, then skipped or fatal."
@@ -327,6 +344,16 @@ class DataConfig(Section):
     @classmethod
     def _registered(cls, value: str) -> str:
         return check_task_name(value)
+
+    @model_validator(mode="after")
+    def _split_names(self) -> DataConfig:
+        for name in ("train_split", "eval_split"):  # a file name and a DatasetDict key: no path separator, no padding
+            value = getattr(self, name)
+            if not value or value != value.strip() or "/" in value or "{" in value:
+                raise ValueError(f"{name} = {value!r}: must be a non-empty name without '/', '{{' or padding")
+        if self.train_split == self.eval_split:
+            raise ValueError(f"eval_split = {self.eval_split!r}: must differ from train_split")
+        return self
 
 
 class ClusterConfig(Section):

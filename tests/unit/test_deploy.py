@@ -303,6 +303,7 @@ def test_released_recipe_numbers() -> None:
     assert (c.learner.lr, c.learner.schedule, c.learner.warmup_ratio) == (5e-6, "cosine", 0.01)
     assert (c.learner.betas, c.learner.weight_decay, c.learner.grad_clip) == ((0.9, 0.99), 0.01, 1.0)
     assert (c.learner.zero_stage, c.model.dtype, c.rollout.max_staleness) == (2, "bfloat16", 0)
+    assert c.learner.gradient_checkpointing  # not in the released recipe: memory only, the same gradients
     # 8 GPUs x per-GPU batch 8 x grad accumulation 2 = 128 sequences per optimizer step.
     assert c.learner.groups_per_step * c.algorithm.group_size == 8 * 8 * 2
     assert (c.data.task, c.data.template, c.rewards.scheme) == ("gsm8k", "agrpo", "agrpo")
