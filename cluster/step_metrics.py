@@ -8,6 +8,7 @@ code use one name for one thing.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,26 @@ from common.metrics import RoleMetrics
 from common.record import RolloutGroup
 from common.weight_sync import SyncStats
 from rewards.grading import grade_all
+
+
+class StalenessExport:
+    """Exports to `agrpo_staleness` and `agrpo_staleness_dropped_groups_total` what the staleness manager has
+    counted since the last update, starting from its (restored) counts, so a resumed run adds only new groups."""
+
+    def __init__(self, metrics: RoleMetrics, staleness: StalenessManager) -> None:
+        self.metrics = metrics
+        self.staleness = staleness
+        self.seen = Counter(staleness.histogram)
+        metrics.zero("agrpo_staleness_dropped_groups_total")
+
+    def update(self) -> None:
+        new = self.staleness.histogram - self.seen
+        for staleness, count in sorted(new.items()):
+            for _ in range(count):
+                self.metrics.observe("agrpo_staleness", staleness)
+            if staleness > self.staleness.max_staleness:
+                self.metrics.inc("agrpo_staleness_dropped_groups_total", count)
+        self.seen.update(new)
 
 
 class StageTimer:
@@ -49,6 +70,25 @@ def success_rate(task: str, groups: list[RolloutGroup], grade_timeout_s: float) 
     parts = grade_all(task, texts, references, timeout_s=grade_timeout_s)
     den = sum(d for _, d in parts)
     return sum(n for n, _ in parts) / den if den else float("nan")
+
+
+def zero_variance_fraction(groups: list[RolloutGroup]) -> float:
+    """The share of groups whose rewards are all equal: their advantages are all 0, so they teach nothing.
+    A high value means prompts too easy or too hard for the policy (or a reward that cannot tell answers apart)."""
+    if not groups:
+        return float("nan")
+    flat = [g for g in groups if g.rewards is not None and np.all(g.rewards == g.rewards[0])]
+    return len(flat) / len(groups)
+
+
+def completion_length(groups: list[RolloutGroup]) -> float:
+    """Mean completion tokens before the first EOS (the whole completion when it has none)."""
+    lengths = []
+    for g in groups:
+        ids = g.trajectories.completion_ids
+        eos = ids == g.trajectories.eos_id
+        lengths.append(np.where(eos.any(axis=1), eos.argmax(axis=1), ids.shape[1]))
+    return float(np.concatenate(lengths).mean()) if lengths else float("nan")
 
 
 def learner_fields(ranks: list[dict[str, float]]) -> dict[str, float]:
@@ -82,6 +122,8 @@ def step_line(
         "prompts": [g.prompt_index for g in groups],
         "reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
         "reward_std": float(rewards.std()) if rewards.size else float("nan"),
+        "zero_variance_fraction": zero_variance_fraction(groups),
+        "completion_length": completion_length(groups),
         "success_rate": success_rate(config.data.task, groups, config.rewards.grade_timeout_s),
         **(learner_fields(ranks) if ranks else {"skipped": skipped}),
         "staleness_mean": float(np.mean([learner_version - g.weight_version for g in groups])) if groups else 0.0,

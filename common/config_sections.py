@@ -2,6 +2,8 @@
 
 Every field has a default that runs on a 2-core CPU machine and a description; validators state the
 rule they enforce as `field = value: rule`, which the loader turns into one line naming the field path.
+No float field of any section takes NaN or infinity (`Section`): none of them means anything with either, and a
+NaN passes every `gt`/`lt` bound, so it would otherwise reach torch or a timer unnoticed.
 """
 
 from __future__ import annotations
@@ -10,13 +12,30 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.errors import brief
 from common.task_names import check_task_name
+
+MAX_ITEMS = 1_000_000
+"""Most items a split may have: a million generated items take minutes and gigabytes; more belongs in a file."""
+
+MAX_LR = 1.0
+"""An AdamW step moves every weight by about lr, so a learning rate above 1 destroys the model in one step."""
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, assignments are validated."""
+    """Base of every section: unknown keys are errors, assignments are validated, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def check_lr(name: str, value: float) -> float:
+    """A learning rate in (0, MAX_LR]; the bound's reason goes into the message."""
+    if value > MAX_LR:
+        raise ValueError(
+            f"{name} = {value:g}: must be at most {MAX_LR:g} (an AdamW step moves each weight by about lr; "
+            "RL fine-tuning uses 1e-6 to 1e-3)"
+        )
+    return value
 
 
 class TinyModelConfig(Section):
@@ -78,7 +97,7 @@ TIE_BREAKS = Literal["reference", "position"]
 
 
 def _yaml_off(value: object) -> object:
-    """YAML reads an unquoted `off` as false: `kv_cache: off` means the value `off`."""
+    """YAML 1.1 reads an unquoted `off` as false, in a file and in a key=value override alike: it means `off`."""
     return "off" if value is False else value
 
 
@@ -148,7 +167,7 @@ class SamplerConfig(Section):
 
     @field_validator("kv_cache", mode="before")
     @classmethod
-    def _off(cls, value: object) -> object:
+    def _off_is_a_word(cls, value: object) -> object:
         return _yaml_off(value)
 
     @model_validator(mode="after")
@@ -201,7 +220,7 @@ class AlgorithmConfig(Section):
             value = int(value)
         if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        raise ValueError(f"k = {value!r}: must be an integer of at least 1, or `all`")
+        raise ValueError(f"k = {brief(value)}: must be an integer of at least 1, or `all`")
 
 
 class RolloutConfig(Section):
@@ -235,13 +254,30 @@ class LearnerConfig(Section):
     groups_per_step: int = Field(16, gt=0, description="Prompt groups per optimizer step (global batch).")
     grad_accumulation: int = Field(1, gt=0, description="Gradient accumulation steps per optimizer step.")
     micro_batch_size: int = Field(64, gt=0, description="(trajectory, timestep) rows packed into one forward/backward.")
-    lr: float = Field(2e-4, gt=0.0, description="Peak AdamW learning rate.")
+    lr: float = Field(2e-4, gt=0.0, description=f"Peak AdamW learning rate (at most {MAX_LR:g}).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas (beta1, beta2), each in [0, 1).")
     warmup_ratio: float = Field(0.01, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each transformer block's activations in the backward pass instead of keeping them "
+        "(less memory, about one more forward pass; on in the LLaDA-8B recipes; the model class must support it).",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value: float) -> float:
+        return check_lr("lr", value)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError(f"betas = {list(value)}: each must be in [0, 1) (AdamW's moment decay rates)")
+        return value
 
     @model_validator(mode="after")
     def _divisible(self) -> LearnerConfig:
@@ -276,10 +312,26 @@ class RewardsConfig(Section):
     startup_timeout_s: float = Field(
         60.0,
         gt=0.0,
-        description="Time a sandbox child may take to import and build the plugins (e.g. load a reward model).",
+        description="Time the driver's start-up check, and then each sandbox child, may take to import and build "
+        "the plugins (e.g. load a reward model).",
     )
     modules: list[str] = Field(
         default_factory=list, description="Modules imported at start so their @reward decorators register."
+    )
+    error_window: int = Field(
+        5, gt=0, description="Steps over which each plugin's error rate is measured for the failing-plugin warning."
+    )
+    error_warn_rate: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Warn, naming the plugin and its last error, when at least this fraction of a plugin's calls "
+        "over the last `error_window` steps failed (error or timeout).",
+    )
+    stop_when_all_fail: bool = Field(
+        True,
+        description="Stop the run, before its update, when every sample of a step failed to score; false trains "
+        "on (every failed sample scores 0) after a warning.",
     )
     memory_limit_mb: int = Field(
         8192,
@@ -290,7 +342,6 @@ class RewardsConfig(Section):
     grade_timeout_s: float = Field(
         1.0,
         gt=0.0,
-        allow_inf_nan=False,
         description="Time limit per graded item (held-out evaluation, success rate, `agrpo score`); an item past "
         "it is graded wrong and counted as a grading timeout.",
     )
@@ -302,21 +353,38 @@ class DataConfig(Section):
     task: str = Field(
         "countdown",
         description="Task: a registered name (entry point group `agrpo.tasks`; built in: arithmetic, countdown, "
-        "gsm8k, math, sudoku) or a module path `package.module`; decides the fields, prompts, reward and grader.",
+        "gsm8k, math, sudoku, and `generic` for your own prompts and reward plugins) or a module path "
+        "`package.module`; decides the fields, prompts, reward and grader.",
     )
     path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
         "auto", description="File format; `auto` picks it from the suffix."
     )
     fields: dict[str, str] = Field(
-        default_factory=dict, description="Map of our field names to the file's column names."
+        default_factory=dict,
+        description="Map of our field names to the file's column names; a dotted name reads a nested column, e.g. "
+        "`ground_truth: reward_model.ground_truth` (verl's parquet files).",
+    )
+    train_split: str = Field(
+        "train",
+        description="Name of the training split: replaces `{split}` in data.path, and picks the split of a "
+        "`save_to_disk` DatasetDict.",
+    )
+    eval_split: str = Field(
+        "eval",
+        description="Name of the held-out split, as train_split (GSM8K and MATH on the Hugging Face hub call it `test`).",
     )
     on_malformed: Literal["skip", "fail"] = Field(
         "skip", description="A malformed row is reported with file and line, then skipped or fatal."
     )
     template: Literal["d1", "agrpo", "plain"] = Field("plain", description="Prompt template.")
-    num_train: int = Field(20000, gt=0, description="Generated training items.")
-    num_eval: int = Field(2000, gt=0, description="Generated held-out items.")
+    num_train: int = Field(20000, gt=0, le=MAX_ITEMS, description="Generated training items.")
+    num_eval: int = Field(
+        2000,
+        gt=0,
+        le=MAX_ITEMS,
+        description="Held-out items: generated, or the first rows of the shuffled file when data.path has no {split}.",
+    )
     generator: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the task generator (e.g. numbers, blanks)."
     )
@@ -326,12 +394,24 @@ class DataConfig(Section):
     def _registered(cls, value: str) -> str:
         return check_task_name(value)
 
+    @model_validator(mode="after")
+    def _split_names(self) -> DataConfig:
+        for name in ("train_split", "eval_split"):  # a file name and a DatasetDict key: no path separator, no padding
+            value = getattr(self, name)
+            if not value or value != value.strip() or "/" in value or "{" in value:
+                raise ValueError(f"{name} = {value!r}: must be a non-empty name without '/', '{{' or padding")
+        if self.train_split == self.eval_split:
+            raise ValueError(f"eval_split = {self.eval_split!r}: must differ from train_split")
+        return self
+
 
 class ClusterConfig(Section):
     """Where the actors run."""
 
     address: str | None = Field(
-        None, description="Ray address to connect to; none = `auto` under a job, otherwise a local cluster."
+        None,
+        description="Ray address to connect to (`host:port`, `ray://host:port`, or `auto` for the cluster `ray start` "
+        "runs on this machine); none = the job's cluster under `ray job submit`, otherwise a new local cluster.",
     )
     namespace: str = Field("agrpo", description="Ray namespace of the run's named actors (one run per namespace).")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started by the driver (none = all).")
@@ -343,6 +423,11 @@ class ClusterConfig(Section):
     cpus_per_reward_actor: float = Field(0.25, gt=0.0, description="CPUs reserved per reward actor.")
     object_store_memory: int = Field(
         200 * 1024**2, gt=0, description="Object store bytes of a local cluster started by the driver."
+    )
+    dashboard: bool = Field(
+        True,
+        description="Start Ray's dashboard with a local cluster and print its URL; it also writes the service-discovery "
+        "file Prometheus reads. False: neither (the metrics endpoint is still printed).",
     )
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address of a local cluster.")
     weight_sync_bucket_mb: float = Field(64.0, gt=0.0, description="Bucket size of the weight broadcast.")
@@ -361,8 +446,8 @@ class CheckpointConfig(Section):
     resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
     overwrite: bool = Field(
         False,
-        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary and "
-        "checkpoints first (without it, such a run_dir is refused unless resuming).",
+        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary, "
+        "checkpoints and tracker files first (without it, such a run_dir is refused unless resuming).",
     )
 
 
@@ -380,13 +465,44 @@ class MetricsConfig(Section):
         description="Stop when the windowed success rate falls below this fraction of its best (once that is >= 0.05).",
     )
     plots: bool = Field(True, description="Write PNG plots at the end of the run.")
+    run_name: str | None = Field(
+        None,
+        description="Name of the run: the `run` tag of every agrpo_* metric and the run's name in the trackers; "
+        "none = the run directory's name.",
+    )
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="Where the driver logs each step's metrics line and the completion tables; jsonl (metrics.jsonl, "
+        "completions.jsonl) is always written. tensorboard, wandb and mlflow need `pip install 'agrpo[trackers]'`.",
+    )
+    completions_every: int = Field(
+        10,
+        ge=0,
+        description="Log a table of sample completions (prompt, completion, reward per plugin, advantage) every n "
+        "steps; 0 = never.",
+    )
+    completions_rows: int = Field(16, gt=0, description="Completions per table: whole groups of the step, in order.")
+    project: str = Field("agrpo", description="wandb project and MLflow experiment the run is logged to.")
+    wandb_mode: Literal["auto", "online", "offline"] = Field(
+        "auto",
+        description="auto = WANDB_MODE if set, else online when a wandb API key is configured and the server answers "
+        "within seconds, else offline (files in run_dir/wandb; `wandb sync` uploads them).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; none = a local file store in run_dir/mlruns."
+    )
 
 
 class EvalConfig(Section):
     """Held-out accuracy during training: sampler settings that differ from training, cadence, grading protocol."""
 
     every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
-    num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")
+    num_items: int | None = Field(
+        None,
+        gt=0,
+        description="Held-out items per evaluation; none = the whole held-out split. More than the split holds "
+        "(data.num_eval when generated) is an error.",
+    )
     remasking: REMASKING = Field(
         "low_confidence", description="Remasking at evaluation (the d1 protocol uses low_confidence)."
     )
@@ -414,7 +530,7 @@ class EvalConfig(Section):
 
     @field_validator("kv_cache", mode="before")
     @classmethod
-    def _off(cls, value: object) -> object:
+    def _off_is_a_word(cls, value: object) -> object:
         return _yaml_off(value)
 
     def sampler(self, train: SamplerConfig) -> SamplerConfig:
@@ -437,7 +553,7 @@ class SFTConfig(Section):
     """Masked-diffusion supervised fine-tuning of the base policy (`agrpo sft`), LLaDA's SFT objective."""
 
     steps: int = Field(1000, gt=0, description="Optimizer steps.")
-    lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
+    lr: float = Field(1e-3, gt=0.0, description=f"Peak AdamW learning rate (at most {MAX_LR:g}).")
     batch_size: int = Field(64, gt=0, description="(prompt, completion) pairs per optimizer step.")
     warmup_ratio: float = Field(
         0.05, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup before cosine decay."
@@ -458,3 +574,8 @@ class SFTConfig(Section):
         None,
         description="Directory of the fine-tuned policy; none = `base-<task>` next to run_dir (runs/base-countdown).",
     )
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value: float) -> float:
+        return check_lr("lr", value)

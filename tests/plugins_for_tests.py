@@ -67,6 +67,14 @@ def chaos(completion: str, reference: dict[str, Any]) -> float:
 
 
 @reward()
+def pause(completion: str, reference: dict[str, Any], seconds: float = 0.02) -> float:
+    """Takes `seconds` and scores 0: stretches a run's steps to real-world length (the e2e Prometheus test needs
+    a run that spans several of Ray's 10 s metrics report intervals)."""
+    time.sleep(seconds)
+    return 0.0
+
+
+@reward()
 def unnamed_length(completion: str, reference: dict[str, Any]) -> float:
     """Reachable only by dotted path `tests.plugins_for_tests:unnamed_length`."""
     return float(len(completion))
@@ -135,3 +143,24 @@ def allocates(completion: str, reference: dict[str, Any]) -> float:
 
     block = np.empty(int(reference["gigabytes"] * 1024**3), dtype=np.uint8)
     return float(block.size > 0)
+
+
+HANG_S = 20.0
+"""How long the plugins that hang while being built take: far past the limits their tests set."""
+
+
+@reward()
+class HangsWhileBuilt:
+    """A class plugin whose constructor hangs (a model that never loads, a lock never released)."""
+
+    def __init__(self) -> None:
+        time.sleep(HANG_S)
+
+    def __call__(self, completion: str, reference: dict[str, Any]) -> float:
+        return 0.0
+
+
+@reward("test_always_fails")
+def always_fails(completion: str, reference: dict[str, Any]) -> float:
+    """Fails on every sample, as a plugin with a broken dependency or a wrong field name would."""
+    raise KeyError("solution")
