@@ -138,8 +138,8 @@ class _Worker:
 
 def test_an_evaluation_that_grades_nothing_has_no_accuracy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cluster.held_out as held_out
-    from common.metrics import RoleMetrics
     from common.config import load_config
+    from common.metrics import RoleMetrics
 
     write_parquet(tmp_path / "rows.parquet", [{"prompt": f"{k}+1="} for k in range(10)])  # no ground truth
     config = load_config(None, [f"data.task={GENERIC}", f"data.path={tmp_path / 'rows.parquet'}", "data.num_eval=3"])
