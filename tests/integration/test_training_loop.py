@@ -127,7 +127,7 @@ def test_block_causal_model_trains_through_the_whole_loop(local_ray, tmp_path: P
     assert checksums["rollout"] == checksums["learner"]
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == [1, 2]
-    assert all(line["max_logprob_diff"] < 1e-4 for line in lines), [line["max_logprob_diff"] for line in lines]
+    assert all(line["rollout_mismatch_max"] < 1e-4 for line in lines), [line["rollout_mismatch_max"] for line in lines]
     assert (
         json.loads((tmp_path / "checkpoints" / "step-00000002" / "model" / "config.json").read_text())["attention"]
         == "block_causal"
