@@ -1,15 +1,30 @@
-"""The collapse guard: stop a run whose training success rate falls far below its best.
+"""The collapse guard: stop a run whose training success rate falls far below its best, or whose learner diverged.
 
 A too-high RL learning rate collapses a small policy within a few hundred steps (ALGORITHM.md section 7):
 the success rate of its own samples drops towards 0 and never recovers. Averaging over a window keeps
 single noisy steps from tripping the guard; requiring a best of at least `min_best` keeps it quiet while a
 policy is still at its starting level.
+
+A far too high one (or a numerical fault) diverges at once: the loss or the gradient norm is no longer a
+finite number, the weights are NaN after that step, and every later step is wasted. `divergence` says so at
+the first such step.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+DIVERGENCE_KEYS = ("loss", "grad_norm")
+
+
+def divergence(line: Mapping[str, Any]) -> str | None:
+    """Why a step's metrics line shows a diverged learner (a non-finite loss or gradient norm), or None."""
+    bad = [f"{key} = {line[key]}" for key in DIVERGENCE_KEYS if key in line and not math.isfinite(line[key])]
+    return f"the learner diverged ({', '.join(bad)})" if bad else None
 
 
 @dataclass

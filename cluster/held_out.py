@@ -12,16 +12,35 @@ from typing import Any
 import ray
 
 from common.config import Config
+from common.errors import ConfigError
 from common.metrics import RoleMetrics
 from rewards.data import load_task_items
 
 
+def held_out_items(config: Config) -> list[dict[str, Any]]:
+    """The items every evaluation of the run uses: `evaluation.num_items` of the eval split, or all of it.
+
+    Loaded by `open_run` before Ray starts, so asking for more items than the split holds is refused in seconds
+    (the schema can tell only for generated data; a file's split is known once it is read).
+    """
+    items = load_task_items(config.data, "eval", config.seed)
+    wanted = config.evaluation.num_items
+    if wanted is not None and wanted > len(items):
+        source = config.data.path or "the generator"
+        raise ConfigError(
+            f"evaluation.num_items = {wanted}: more than the {len(items)} held-out items of {source}; lower it, or "
+            "unset it to use the whole split"
+        )
+    return items[:wanted]
+
+
 class HeldOutEvaluator:
-    def __init__(self, config: Config, worker: Any, history: list[list[float]] | None = None) -> None:
+    def __init__(
+        self, config: Config, worker: Any, items: list[dict[str, Any]], history: list[list[float]] | None = None
+    ) -> None:
         self.config = config
         self.worker = worker
-        items = load_task_items(config.data, "eval", config.seed)
-        self.items = items[: config.evaluation.num_items]
+        self.items = items
         self.sampler = config.evaluation.sampler(config.sampler).model_dump(mode="json")
         self.history: list[list[float]] = history or []
         self.metrics = RoleMetrics()

@@ -2,7 +2,7 @@
 
 Scoring runs on the reward actors while the driver waits for the rest of a batch or for the learner, so by the
 time a batch is complete most of its groups already hold rewards; `scored` waits for the remainder and writes
-each group's rewards and per-sample errors into it.
+each group's rewards, per-sample errors and per-plugin errors into it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class RewardQueue:
             results = self.pending.pop(group.prompt_index).result()
             group.rewards = np.asarray([r.score for r in results], dtype=np.float32)
             group.reward_errors = [r.error for r in results]
+            group.plugin_errors = [dict(r.plugin_errors) for r in results]
             self.counters.groups_rewarded += 1
             self.counters.reward_errors += sum(r.error is not None for r in results)
         return groups

@@ -55,14 +55,29 @@ def _lookup(data: dict[str, Any], dotted: str) -> Any:
     return data
 
 
+PARTITIONED_FIELDS = ("learner.world_size", "learner.zero_stage")
+"""Each rank's optimizer state is its own ZeRO partition of the fp32 masters and moments, whose shapes these
+decide; re-partitioning a saved state for another layout is not supported."""
+
+
 def check_compatible(saved: dict[str, Any], config: Config, where: Path) -> None:
     current = config.model_dump(mode="json")
     changed = [f for f in FROZEN_FIELDS if _lookup(saved, f) != _lookup(current, f)]
-    if changed:
-        raise CheckpointError(
-            f"checkpoint {where} was written with different {', '.join(changed)}; "
-            "resume with the same settings or start a new run_dir"
+    if not changed:
+        return
+    layout = [f for f in changed if f in PARTITIONED_FIELDS]
+    why = ""
+    if layout:
+        was = ", ".join(f"{f} {_lookup(saved, f)}" for f in layout)
+        why = (
+            f" (it was {was}: the optimizer state is saved per rank as ZeRO partitions, and resuming with another "
+            "world size or ZeRO stage is not supported; to go on with new ones, start a new run_dir with "
+            f"model.path={where / 'model'}, which keeps the weights but not the optimizer state)"
         )
+    raise CheckpointError(
+        f"checkpoint {where} was written with different {', '.join(changed)}{why}; "
+        "resume with the same settings or start a new run_dir"
+    )
 
 
 def find_checkpoint(config: Config, root: Path) -> Path | None:

@@ -52,6 +52,25 @@ def success_rate(task: str, groups: list[RolloutGroup], grade_timeout_s: float) 
     return sum(n for n, _ in parts) / den if den else float("nan")
 
 
+def zero_variance_fraction(groups: list[RolloutGroup]) -> float:
+    """The share of groups whose rewards are all equal: their advantages are all 0, so they teach nothing.
+    A high value means prompts too easy or too hard for the policy (or a reward that cannot tell answers apart)."""
+    if not groups:
+        return float("nan")
+    flat = [g for g in groups if g.rewards is not None and np.all(g.rewards == g.rewards[0])]
+    return len(flat) / len(groups)
+
+
+def completion_length(groups: list[RolloutGroup]) -> float:
+    """Mean completion tokens before the first EOS (the whole completion when it has none)."""
+    lengths = []
+    for g in groups:
+        ids = g.trajectories.completion_ids
+        eos = ids == g.trajectories.eos_id
+        lengths.append(np.where(eos.any(axis=1), eos.argmax(axis=1), ids.shape[1]))
+    return float(np.concatenate(lengths).mean()) if lengths else float("nan")
+
+
 def learner_fields(ranks: list[dict[str, float]]) -> dict[str, float]:
     """The learner's statistics of the step, reduced over ranks (the mismatch fields token-weighted,
     learner/correction.py)."""
@@ -84,6 +103,8 @@ def step_line(
         "prompts": [g.prompt_index for g in groups],
         "reward_mean": float(rewards.mean()) if rewards.size else float("nan"),
         "reward_std": float(rewards.std()) if rewards.size else float("nan"),
+        "zero_variance_fraction": zero_variance_fraction(groups),
+        "completion_length": completion_length(groups),
         "success_rate": success_rate(config.data.task, groups, config.rewards.grade_timeout_s),
         **(learner_fields(ranks) if ranks else {"skipped": skipped}),
         "staleness_mean": float(np.mean([learner_version - g.weight_version for g in groups])) if groups else 0.0,

@@ -16,9 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cluster.base_model import ensure_base_model
+from cluster.collapse import divergence
+from cluster.held_out import held_out_items
+from cluster.preflight import check_model
 from cluster.run_state import DriverState, find_checkpoint, read_run
 from cluster.step_metrics import StageTimer, step_line
 from cluster.training_run import TrainingRun
+from common.checkpoint import latest_checkpoint
 from common.config import Config, dump_config
 from common.errors import UserError
 from rewards.data import load_task_items
@@ -27,6 +31,10 @@ from rewards.registry import build_reward_fn
 
 class TrainingCollapsed(UserError):
     """The collapse guard stopped the run."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient norm of a step is not finite: the weights are lost, the run stops before saving them."""
 
 
 @dataclass
@@ -48,19 +56,18 @@ RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "checkpoints", "plots")
 def claim_run_dir(run_dir: Path, config: Config) -> None:
     """Write config.yaml into run_dir, which must not hold another run's outputs unless resuming or overwriting."""
     found = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    if found and config.checkpoint.resume == "never":
-        if not config.checkpoint.overwrite:
-            raise UserError(
-                f"run_dir {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, start over "
-                "with --overwrite (deletes them), or choose another run_dir"
-            )
-        for name in found:
+    if found and config.checkpoint.resume == "never" and not config.checkpoint.overwrite:
+        raise UserError(
+            f"run_dir {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, start over "
+            "with --overwrite (deletes them), or choose another run_dir"
+        )
+    try:
+        for name in found if config.checkpoint.resume == "never" else []:
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
             else:
                 target.unlink()
-    try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(config))
     except OSError as err:
@@ -70,18 +77,21 @@ def claim_run_dir(run_dir: Path, config: Config) -> None:
 def open_run(config: Config) -> TrainingRun:
     """Check everything a user can get wrong before anything slow starts, then the run to enter.
 
-    Reward plugins, training data and a checkpoint to resume from are checked in seconds, before an SFT build
-    or a cluster start, and nothing is written until they pass.
+    The model directory (and that the completion fits it), reward plugins (their build bounded by
+    `rewards.startup_timeout_s`), training and held-out data, and a checkpoint to resume from are checked in
+    seconds, before an SFT build or a cluster start, and nothing is written until they pass.
     """
+    check_model(config)
     reward = build_reward_fn(config.rewards, config.data.task)
     items = load_task_items(config.data, "train", config.seed)
+    held_out = held_out_items(config)
     run_dir = Path(config.run_dir)
     resume_from = find_checkpoint(config, run_dir / "checkpoints")
     state = read_run(resume_from, config) if resume_from else DriverState()
     claim_run_dir(run_dir, config)
     print(f"agrpo train: run directory {run_dir.resolve()}", file=sys.stderr)
     ensure_base_model(config)
-    return TrainingRun(config, reward, items, resume_from, state)
+    return TrainingRun(config, reward, items, held_out, resume_from, state)
 
 
 def run_steps(run: TrainingRun) -> None:
@@ -95,7 +105,9 @@ def run_steps(run: TrainingRun) -> None:
             groups = run.sampled(step)  # RolloutWorkers: G completions of each prompt, streamed as they finish
         with timer("reward"):
             groups = run.rewards.scored(groups)  # RewardService pool; most were scored while streaming
-        admitted = run.staleness.admit(run.learners.version, groups)  # too-stale groups are dropped and counted
+        run.check_rewards(step + 1, groups)  # warns about a failing plugin; stops when every sample failed
+        version = run.learners.version  # the weights the admitted groups are compared with
+        admitted = run.staleness.admit(version, groups)  # too-stale groups are dropped and counted
         with timer("learner"):
             update = run.learners.update(admitted, step)  # AGRPO over k timesteps per trajectory, DeepSpeed
             while not update.done():
@@ -106,9 +118,15 @@ def run_steps(run: TrainingRun) -> None:
             synced = run.broadcaster.broadcast()  # learner rank 0 -> every RolloutWorker
         steps_done = step + 1
         last = steps_done in (total, cfg.checkpoint.stop_at)
-        line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, run.learners.version, timer)
+        line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, version, timer)
         collapsed = run.guard.update(line["success_rate"])
         run.log_step(line)
+        diverged = divergence(line)
+        if diverged:  # no checkpoint: it would hold NaN weights and push a good one out of keep_last
+            raise TrainingDiverged(
+                f"{diverged} at step {steps_done} (learner.lr = {cfg.learner.lr:g}); lower learner.lr and continue "
+                f"from the last checkpoint with --resume ({latest_checkpoint(run.checkpoints) or 'none yet'})"
+            )
         if steps_done % cfg.checkpoint.every_steps == 0 or last or collapsed:
             run.checkpoint(steps_done)
         run.evaluate_if_pending(steps_done)
@@ -140,8 +158,10 @@ def train(config: Config) -> RunSummary:
     (run.run_dir / "summary.json").write_text(json.dumps(fields, indent=2) + "\n")
     if config.metrics.plots:
         from common.plots import plot_run
+        from rewards.tasks import load_task
 
-        summary.plots = [str(p) for p in plot_run(run.run_dir)[0]]
+        accuracy = load_task(config.data.task).accuracy_name
+        summary.plots = [str(p) for p in plot_run(run.run_dir, accuracy)[0]]
     return summary
 
 

@@ -21,6 +21,7 @@ from cluster.placement import RolePlacement, create_placements, remove_placement
 from cluster.progress import RunProgress
 from cluster.prompts import PromptStream
 from cluster.ray_setup import ray_cluster
+from cluster.reward_health import RewardHealth, RewardsFailed
 from cluster.reward_queue import RewardCounters, RewardQueue
 from cluster.rollout_dispatch import WORKER_FAILURES, DispatchCounters, RolloutDispatcher
 from cluster.run_state import DriverState, load_learners, save_run
@@ -61,17 +62,23 @@ class TrainingRun:
         config: Config,
         reward: CombinedReward,
         items: list[dict[str, Any]],
+        held_out: list[dict[str, Any]],
         resume_from: Path | None,
         state: DriverState,
     ) -> None:
         self.config = config
         self.reward = reward
         self.items = items
+        self.held_out = held_out
         self.resume_from = resume_from
         self.state = state
         self.run_dir = Path(config.run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
         self.metrics = RoleMetrics()
+        rewards = config.rewards
+        self.reward_health = RewardHealth(
+            reward.labels, rewards.error_window, rewards.error_warn_rate, rewards.stop_when_all_fail
+        )
 
     def __enter__(self) -> TrainingRun:
         config, state = self.config, self.state
@@ -105,7 +112,7 @@ class TrainingRun:
             for batch, groups in state.ready.items():
                 self.rollouts.restore(batch, groups)
             self.prompts = PromptStream(self.items, config.seed, cursor=state.cursor)
-            self.evaluator = HeldOutEvaluator(config, self.workers[0], state.evals)
+            self.evaluator = HeldOutEvaluator(config, self.workers[0], self.held_out, state.evals)
             self.guard = CollapseGuard(config.metrics.collapse_window, config.metrics.collapse_ratio)
             if state.collapse:
                 self.guard.load_state_dict(state.collapse)
@@ -150,6 +157,15 @@ class TrainingRun:
         while not self.rollouts.complete(batch):
             self.stream(recover=True)
         return self.rewards.scored(self.rollouts.groups(batch))
+
+    def check_rewards(self, step: int, groups: list[RolloutGroup]) -> None:
+        """Warn about a reward plugin that keeps failing; stop (`RewardsFailed`) when every sample of `step`
+        failed, before the learner trains on them."""
+        verdict = self.reward_health.update(step, groups)
+        for warning in verdict.warnings:
+            self.progress.warn(f"warning: {warning}")
+        if verdict.stop:
+            raise RewardsFailed(verdict.stop)
 
     def log_step(self, line: dict[str, Any]) -> None:
         """A step's metrics line to metrics.jsonl, the progress bar and the gauges."""

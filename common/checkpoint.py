@@ -7,16 +7,24 @@ that changed after writing fails its checksum and the checkpoint is refused with
 
 Nested states (optimizer, scheduler, RNG) are split into a JSON skeleton and a flat tensor table, so no
 loader ever has to unpickle anything.
+
+Permissions: every file of a checkpoint or model directory is `0666 & ~umask` and every directory
+`0777 & ~umask` (0644 / 0755 under the usual umask 022), like any file a program creates. safetensors writes
+0600 and `mkdtemp` 0700, which on a shared filesystem would hide the files from the other learner ranks'
+users and from a colleague's evaluation job; `write_manifest`, which every such directory goes through once
+complete, sets the modes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,7 @@ STEP_DIR = re.compile(r"^step-(\d{8})$")
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 _INTKEYS = "__intkeys__"
+_UMASK_LOCK = threading.Lock()
 
 
 def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -111,8 +120,36 @@ def file_digests(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): _sha256(p) for p in files}
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux reports it in /proc; elsewhere set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def apply_umask(directory: Path) -> None:
+    """Give `directory` and everything under it the modes a plain `open`/`mkdir` would: 0666 / 0777 less the
+    umask. A file someone else owns (another rank's user on a shared filesystem) keeps its mode."""
+    mask = current_umask()
+    for path in [directory, *directory.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = (0o777 if path.is_dir() else 0o666) & ~mask
+        with contextlib.suppress(PermissionError):
+            os.chmod(path, mode)
+
+
 def write_manifest(directory: Path, **fields: Any) -> None:
-    """`manifest.json` with the SHA-256 of every file, so a later reader can tell a damaged copy from ours."""
+    """`manifest.json` with the SHA-256 of every file, so a later reader can tell a damaged copy from ours; the
+    directory is complete now, so its modes are set (`apply_umask`)."""
+    apply_umask(directory)
     (directory / MANIFEST).write_text(json.dumps({**fields, "files": file_digests(directory)}, indent=1))
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, model_validator
+from pydantic.fields import FieldInfo
 
 from common.config_sections import (
     AlgorithmConfig,
@@ -33,7 +34,7 @@ from common.config_sections import (
     SFTConfig,
     TinyModelConfig,
 )
-from common.errors import ConfigError
+from common.errors import ConfigError, brief, value_problem
 from common.task_names import registered_tasks, task_module_path
 
 __all__ = [
@@ -64,17 +65,31 @@ __all__ = [
     "load_config",
     "parse_override",
     "read_yaml",
+    "schema_default",
+    "schema_field",
+    "section_in",
+    "set_value",
 ]
 
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "deploy" / "recipes" / "tiny.yaml"
 """What `agrpo train` and `agrpo config show` use without --config: the embedded default run."""
 
+MAX_SEED = 2**63 - 1
+"""Seeds feed numpy's SeedSequence (non-negative only) and torch generators (at most 64 bits)."""
+
+MAX_CONFIG_BYTES = 4 * 1024**2
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 100_000
+"""Bounds of a config document: recipes are a few KB, a few levels deep, a few hundred values. Past them a
+file is a mistake or an attack (a YAML alias bomb expands a few lines into billions of values, and deep
+nesting overflows the parser's stack), and validating or printing it would take minutes or crash."""
+
 
 class Config(Section):
     """A whole run."""
 
-    seed: int = Field(0, description="Seed of every random stream (data, sampler, timesteps, init).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of every random stream (data, sampler, timesteps, init).")
     run_dir: str = Field("runs/tiny", description="Directory for config, metrics, plots and checkpoints.")
     model: ModelConfig = Field(default_factory=ModelConfig, description=ModelConfig.__doc__)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description=SamplerConfig.__doc__)
@@ -90,16 +105,23 @@ class Config(Section):
     sft: SFTConfig = Field(default_factory=SFTConfig, description=SFTConfig.__doc__)
 
     @model_validator(mode="after")
-    def _cross_section(self) -> Config:
+    def _cross_section(self, info: ValidationInfo) -> Config:
+        try:
+            self.evaluation.sampler(self.sampler)
+        except ValidationError as err:
+            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
+        if (info.context or {}).get("training", True):
+            self._training_rules()
+        return self
+
+    def _training_rules(self) -> None:
+        """Rules about RL training only; commands that just sample or evaluate (`agrpo sample`, `agrpo eval`)
+        validate without them, so that e.g. greedy sampling (temperature 0) is not refused there."""
         k = self.algorithm.k
         if isinstance(k, int) and k > self.sampler.steps:
             raise ValueError(
                 f"algorithm.k = {k}: must be at most sampler.steps = {self.sampler.steps} (use `all` for the exact sum)"
             )
-        try:
-            self.evaluation.sampler(self.sampler)
-        except ValidationError as err:
-            raise ValueError(f"evaluation.steps = {self.evaluation.steps}: {format_validation_error(err)}") from None
         if self.algorithm.name == "agrpo" and self.sampler.temperature == 0:
             raise ValueError(
                 "sampler.temperature = 0: training rollouts need temperature > 0 (greedy has no log-probs)"
@@ -113,6 +135,18 @@ class Config(Section):
                 f"{tiny.block_size} for a block_causal model"
             )
         _check_task_rewards(self)
+        tiny = self.model.tiny.max_sequence_length
+        if self.model.path == "tiny" and self.sampler.gen_length >= tiny:
+            raise ValueError(
+                f"sampler.gen_length = {self.sampler.gen_length}: must be below model.tiny.max_sequence_length = "
+                f"{tiny}, which holds the prompt and the completion"
+            )
+        num_items = self.evaluation.num_items
+        if self.data.path is None and num_items is not None and num_items > self.data.num_eval:
+            raise ValueError(
+                f"evaluation.num_items = {num_items}: more than the {self.data.num_eval} generated held-out items "
+                "(data.num_eval); lower it, unset it (the whole split), or raise data.num_eval"
+            )
         if self.sampler.top_p < 1.0 and self.sampler.top_k == 0:
             # The record keeps each committed token's allowed set, padded to the widest one of the batch; a
             # single flat distribution would make that up to vocab-sized for every token of the batch.
@@ -120,7 +154,6 @@ class Config(Section):
                 f"sampler.top_p = {self.sampler.top_p}: training with top-p needs sampler.top_k > 0 too, to bound "
                 "the allowed-token sets the trajectory record keeps (e.g. top_k 150 as the LLaDA recipes)"
             )
-        return self
 
 
 def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
@@ -130,7 +163,7 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part)
-        model = _section_in(getattr(field, "annotation", None))
+        model = section_in(getattr(field, "annotation", None))
         if model is None:
             return []
     return list(model.model_fields)
@@ -145,12 +178,12 @@ def _closest_key(name: str, keys: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _section_in(annotation: Any) -> Any:
+def section_in(annotation: Any) -> Any:
     """The pydantic model inside an annotation such as `Section`, `list[Section] | None` or `dict[str, Section]`."""
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _section_in(arg)
+        found = section_in(arg)
         if found is not None:
             return found
     return None
@@ -186,7 +219,7 @@ def format_validation_error(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             close = _closest_key(str(e["loc"][-1]), _section_keys(e["loc"][:-1]))
             hint = f" (did you mean {close}?)" if close else ""
-            lines.append(f"{path} = {e.get('input')!r}: unknown key{hint}")
+            lines.append(f"{path} = {brief(e.get('input'))}: unknown key{hint}")
         elif e["type"] == "value_error":
             # Validators phrase their message as `field = value: rule`; a field validator's location
             # already ends in that field, a model validator's location is the section holding it.
@@ -196,12 +229,12 @@ def format_validation_error(err: ValidationError) -> str:
             prefix = ".".join(loc) + "." if loc else ""
             lines.append(f"{prefix}{msg}" if " = " in msg else f"{path}: {msg}")
         else:
-            lines.append(f"{path} = {e.get('input')!r}: {msg}")
+            lines.append(f"{path} = {brief(e.get('input'))}: {msg}")
     return "; ".join(lines)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.c=value` into a key path and a YAML-parsed value."""
+    """Split `a.b.c=value` into a key path and a YAML-parsed value (a list item is `a.b.0.c=value`)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.sub=value")
     key, raw = text.split("=", 1)
@@ -218,14 +251,88 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Set each `key.sub=value` in a nested dict, creating sections as needed."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        set_value(data, path, value, f"override {text!r}")
     return data
+
+
+def set_value(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set `path` in the nested config dict `data`; a numeric part indexes a list (`rewards.plugins.0.weight`).
+
+    A list the file does not hold is taken from the schema's default first (`learner.betas.1=0.95`), so an
+    index means the same item whether or not the file spells the list out. `what` names the setting in errors.
+    """
+    node: Any = data
+    for depth, part in enumerate(path):
+        where = ".".join(path[:depth])
+        if isinstance(node, list):
+            index = _list_index(part, node, where, what)
+            if depth == len(path) - 1:
+                node[index] = value
+                return
+            node = _step_into(node, index, path[: depth + 1], what)
+            continue
+        if depth == len(path) - 1:
+            node[part] = value
+            return
+        if part not in node:
+            node[part] = _default_container(path[: depth + 1], path[depth + 1], what)
+        node = _step_into(node, part, path[: depth + 1], what)
+
+
+def _list_index(part: str, items: list[Any], where: str, what: str) -> int:
+    if not part.isdigit():
+        raise ConfigError(f"{what}: {where} is a list; index it with 0..{len(items) - 1}, not {part!r}")
+    index = int(part)
+    if index >= len(items):
+        raise ConfigError(
+            f"{what}: {where} has {len(items)} item(s), so no item {index} (set the whole list to add items)"
+        )
+    return index
+
+
+def _step_into(node: Any, key: str | int, path: list[str], what: str) -> Any:
+    child = node[key]
+    if not isinstance(child, (dict, list)):
+        raise ConfigError(f"{what}: {'.'.join(path)} is a value, not a section or a list")
+    return child
+
+
+def _default_container(path: list[str], next_part: str, what: str) -> dict[str, Any] | list[Any]:
+    """What a key the file does not hold starts as when the override reaches inside it: a copy of the schema's
+    default list when that is a list, else a new section."""
+    default = schema_default(path)
+    if isinstance(default, (list, tuple)):
+        items = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in default]
+        _list_index(next_part, items, ".".join(path), what)
+        return items
+    if not next_part.isdigit():
+        return {}
+    if default is None:
+        raise ConfigError(
+            f"{what}: {'.'.join(path)} is none, so it has no item {next_part}; set the whole list, "
+            f"e.g. {'.'.join(path)}=[...]"
+        )
+    raise ConfigError(f"{what}: {'.'.join(path)} is a value, not a section or a list")
+
+
+def schema_field(path: list[str]) -> FieldInfo | None:
+    """The schema's field at a dotted key path (list indices skipped), or None for a key it does not have."""
+    model: Any = Config
+    field = None
+    for part in path:
+        if part.isdigit():
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = section_in(field.annotation)
+    return field
+
+
+def schema_default(path: list[str]) -> Any:
+    """The schema's default at a dotted key path, or None for a key it does not have."""
+    field = schema_field(path)
+    return None if field is None else field.get_default(call_default_factory=True)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -235,34 +342,81 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
+def _config_text(p: Path) -> str:
+    """The file as UTF-8 text (a UTF-8 byte-order mark allowed); size and encoding problems as one line."""
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p}: {size} bytes, more than a config can be ({MAX_CONFIG_BYTES} bytes)")
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        utf16 = " (it starts with a UTF-16 byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(
+            f"config file {p}: not UTF-8 text{utf16}, byte 0x{raw[err.start]:02x} at offset {err.start}; "
+            "save it as UTF-8"
+        ) from None
+
+
+def check_document(data: Any, source: str) -> None:
+    """Refuse a document nested deeper than MAX_CONFIG_DEPTH or holding more than MAX_CONFIG_VALUES values,
+    counting every alias where it is used. The walk stops at the first bound, so it is quick on any input."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    values = 0
+    while stack:
+        node, depth = stack.pop()
+        values += 1
+        if values > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{source}: more than {MAX_CONFIG_VALUES} values (counting each use of a YAML alias); a config "
+                "needs far fewer"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_CONFIG_DEPTH} levels deep; a config needs far fewer")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, list | tuple | set):
+            stack.extend((child, depth + 1) for child in node)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning file and syntax problems into one-line errors."""
+    """Read a YAML mapping, turning file, encoding, syntax and size problems into one-line errors."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p}: not found")
+    text = _config_text(p)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p}: nested too deeply to parse; a config needs a few levels") from None
+    except ValueError as exc:  # a value YAML cannot construct: a date like 2024-13-01, an int past 4300 digits
+        raise ConfigError(f"config file {p}: not valid YAML ({value_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: top level must be a mapping, got {type(data).__name__}")
+    check_document(data, f"config file {p}")
     return data
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a nested dict into a Config, or raise ConfigError with every problem on one line."""
+def build_config(data: dict[str, Any], source: str = "config", training: bool = True) -> Config:
+    """Validate a nested dict into a Config, or raise ConfigError with every problem on one line.
+
+    `training=False` leaves out the rules that only RL training needs (see `Config._training_rules`).
+    """
+    check_document(data, source)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"training": training})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, training: bool = True) -> Config:
     """Defaults, then the YAML file (if any), then the overrides."""
     data = read_yaml(path) if path else {}
     apply_overrides(data, overrides or [])
     parts = ([str(path)] if path else []) + (["overrides"] if overrides else [])
-    return build_config(data, source=" + ".join(parts) or "config")
+    return build_config(data, source=" + ".join(parts) or "config", training=training)
 
 
 def dump_config(config: Config) -> str:

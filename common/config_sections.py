@@ -2,6 +2,8 @@
 
 Every field has a default that runs on a 2-core CPU machine and a description; validators state the
 rule they enforce as `field = value: rule`, which the loader turns into one line naming the field path.
+No float field of any section takes NaN or infinity (`Section`): none of them means anything with either, and a
+NaN passes every `gt`/`lt` bound, so it would otherwise reach torch or a timer unnoticed.
 """
 
 from __future__ import annotations
@@ -10,13 +12,30 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.errors import brief
 from common.task_names import check_task_name
+
+MAX_ITEMS = 1_000_000
+"""Most items a split may have: a million generated items take minutes and gigabytes; more belongs in a file."""
+
+MAX_LR = 1.0
+"""An AdamW step moves every weight by about lr, so a learning rate above 1 destroys the model in one step."""
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, assignments are validated."""
+    """Base of every section: unknown keys are errors, assignments are validated, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def check_lr(name: str, value: float) -> float:
+    """A learning rate in (0, MAX_LR]; the bound's reason goes into the message."""
+    if value > MAX_LR:
+        raise ValueError(
+            f"{name} = {value:g}: must be at most {MAX_LR:g} (an AdamW step moves each weight by about lr; "
+            "RL fine-tuning uses 1e-6 to 1e-3)"
+        )
+    return value
 
 
 class TinyModelConfig(Section):
@@ -96,6 +115,12 @@ class SamplerConfig(Section):
         "none for full attention; `off`: every step runs the whole sequence.",
     )
 
+    @field_validator("kv_cache", mode="before")
+    @classmethod
+    def _off_is_a_word(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false, in a file and in a key=value override alike.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _schedule(self) -> SamplerConfig:
         if self.gen_length % self.block_length:
@@ -168,7 +193,7 @@ class AlgorithmConfig(Section):
             value = int(value)
         if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
-        raise ValueError(f"k = {value!r}: must be an integer of at least 1, or `all`")
+        raise ValueError(f"k = {brief(value)}: must be an integer of at least 1, or `all`")
 
     @model_validator(mode="after")
     def _correction_applies(self) -> AlgorithmConfig:
@@ -211,13 +236,25 @@ class LearnerConfig(Section):
     groups_per_step: int = Field(16, gt=0, description="Prompt groups per optimizer step (global batch).")
     grad_accumulation: int = Field(1, gt=0, description="Gradient accumulation steps per optimizer step.")
     micro_batch_size: int = Field(64, gt=0, description="(trajectory, timestep) rows packed into one forward/backward.")
-    lr: float = Field(2e-4, gt=0.0, description="Peak AdamW learning rate.")
+    lr: float = Field(2e-4, gt=0.0, description=f"Peak AdamW learning rate (at most {MAX_LR:g}).")
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas (beta1, beta2), each in [0, 1).")
     warmup_ratio: float = Field(0.01, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value: float) -> float:
+        return check_lr("lr", value)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError(f"betas = {list(value)}: each must be in [0, 1) (AdamW's moment decay rates)")
+        return value
 
     @model_validator(mode="after")
     def _divisible(self) -> LearnerConfig:
@@ -252,10 +289,26 @@ class RewardsConfig(Section):
     startup_timeout_s: float = Field(
         60.0,
         gt=0.0,
-        description="Time a sandbox child may take to import and build the plugins (e.g. load a reward model).",
+        description="Time the driver's start-up check, and then each sandbox child, may take to import and build "
+        "the plugins (e.g. load a reward model).",
     )
     modules: list[str] = Field(
         default_factory=list, description="Modules imported at start so their @reward decorators register."
+    )
+    error_window: int = Field(
+        5, gt=0, description="Steps over which each plugin's error rate is measured for the failing-plugin warning."
+    )
+    error_warn_rate: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Warn, naming the plugin and its last error, when at least this fraction of a plugin's calls "
+        "over the last `error_window` steps failed (error or timeout).",
+    )
+    stop_when_all_fail: bool = Field(
+        True,
+        description="Stop the run, before its update, when every sample of a step failed to score; false trains "
+        "on (every failed sample scores 0) after a warning.",
     )
     memory_limit_mb: int = Field(
         8192,
@@ -266,7 +319,6 @@ class RewardsConfig(Section):
     grade_timeout_s: float = Field(
         1.0,
         gt=0.0,
-        allow_inf_nan=False,
         description="Time limit per graded item (held-out evaluation, success rate, `agrpo score`); an item past "
         "it is graded wrong and counted as a grading timeout.",
     )
@@ -291,8 +343,13 @@ class DataConfig(Section):
         "skip", description="A malformed row is reported with file and line, then skipped or fatal."
     )
     template: Literal["d1", "agrpo", "plain"] = Field("plain", description="Prompt template.")
-    num_train: int = Field(20000, gt=0, description="Generated training items.")
-    num_eval: int = Field(2000, gt=0, description="Generated held-out items.")
+    num_train: int = Field(20000, gt=0, le=MAX_ITEMS, description="Generated training items.")
+    num_eval: int = Field(
+        2000,
+        gt=0,
+        le=MAX_ITEMS,
+        description="Held-out items: generated, or the first rows of the shuffled file when data.path has no {split}.",
+    )
     generator: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the task generator (e.g. numbers, blanks)."
     )
@@ -362,7 +419,12 @@ class EvalConfig(Section):
     """Held-out accuracy during training: sampler settings that differ from training, cadence, grading protocol."""
 
     every_steps: int = Field(25, ge=0, description="Evaluate every n steps (0: only the base and the end).")
-    num_items: int = Field(2000, gt=0, description="Held-out items per evaluation (at most data.num_eval).")
+    num_items: int | None = Field(
+        None,
+        gt=0,
+        description="Held-out items per evaluation; none = the whole held-out split. More than the split holds "
+        "(data.num_eval when generated) is an error.",
+    )
     remasking: Literal["low_confidence", "random", "entropy"] = Field(
         "low_confidence", description="Remasking at evaluation (the d1 protocol uses low_confidence)."
     )
@@ -387,7 +449,7 @@ class SFTConfig(Section):
     """Masked-diffusion supervised fine-tuning of the base policy (`agrpo sft`), LLaDA's SFT objective."""
 
     steps: int = Field(1000, gt=0, description="Optimizer steps.")
-    lr: float = Field(1e-3, gt=0.0, description="Peak AdamW learning rate.")
+    lr: float = Field(1e-3, gt=0.0, description=f"Peak AdamW learning rate (at most {MAX_LR:g}).")
     batch_size: int = Field(64, gt=0, description="(prompt, completion) pairs per optimizer step.")
     warmup_ratio: float = Field(
         0.05, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup before cosine decay."
@@ -408,3 +470,8 @@ class SFTConfig(Section):
         None,
         description="Directory of the fine-tuned policy; none = `base-<task>` next to run_dir (runs/base-countdown).",
     )
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, value: float) -> float:
+        return check_lr("lr", value)

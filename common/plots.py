@@ -3,25 +3,52 @@
 Figures are drawn on `matplotlib.figure.Figure` objects, never through pyplot, so no global backend
 or figure registry is touched: plotting is safe inside a training driver, a Ray actor or a test.
 A metric a run did not record is drawn as an empty panel that says so, so every run directory gets
-the same set of files.
+the same set of files. Every figure names the run and its task; quantities of one unit share one axis
+(fractions, nats, seconds), and no axis mixes units.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from common.errors import DataError
 
-RUN_PLOTS = ("reward_accuracy.png", "loss.png", "staleness.png", "weight_sync.png")
+RUN_PLOTS = ("reward_accuracy.png", "loss.png", "staleness.png", "weight_sync.png", "time.png")
 FRONTIER_PLOT = "accuracy_vs_steps.png"
 SMOOTH_ABOVE = 20
+Z95 = 1.959963984540054
+"""The standard normal quantile of a two-sided 95% interval."""
+NOTE = "solid:"
+NOTE_HEIGHT = 0.02
+"""Share of a figure's height kept under the plots for the smoothing note."""
+DODGE = 0.04
+"""Relative horizontal offset between the curves of the frontier plot."""
+STEP_MODEL = re.compile(r"step-(\d{8})$")
+
+Series = tuple[str, str]
+"""(metrics key, legend label)."""
+
+
+@dataclass(frozen=True)
+class RunName:
+    """What every figure of a run says it shows: the run, its task, and what the task's accuracy counts."""
+
+    run: str
+    task: str | None = None
+    accuracy: str = "accuracy"
+
+    def title(self, what: str) -> str:
+        return f"{self.run} ({self.task}): {what}" if self.task else f"{self.run}: {what}"
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -70,127 +97,248 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def _draw(ax: Axes, records: Sequence[dict[str, Any]], key: str, label: str, color: str, scale: float = 1.0) -> bool:
-    """A raw line, plus a moving average when the curve is long enough to be noisy; False when absent."""
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:cyan", "tab:olive")
+
+
+def _draw(ax: Axes, records: Sequence[dict[str, Any]], key: str, label: str, color: str, scale: float = 1.0) -> int:
+    """A raw line, plus a moving average when the curve is long enough to be noisy.
+
+    Returns the averaging window (1: drawn raw), or 0 when the run never recorded `key`.
+    """
     steps, values = series(records, key)
     if not steps:
-        return False
+        return 0
     values = [v * scale for v in values]
-    if len(values) > SMOOTH_ABOVE:
-        ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
-        window = max(2, len(values) // SMOOTH_ABOVE)
-        ax.plot(steps, moving_average(values, window), color=color, label=f"{label} (mean of {window})")
-    else:
+    if len(values) <= SMOOTH_ABOVE:
         ax.plot(steps, values, color=color, marker=".", label=label)
-    return True
+        return 1
+    window = max(2, len(values) // SMOOTH_ABOVE)
+    ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
+    ax.plot(steps, moving_average(values, window), color=color, label=label)
+    return window
 
 
-def _panel(ax: Axes, records: Sequence[dict[str, Any]], key: str, label: str, color: str, scale: float = 1.0) -> None:
-    if _draw(ax, records, key, label, color, scale):
-        ax.legend(loc="best", fontsize=8)
+def _smoothing_note(ax: Axes, windows: Sequence[int]) -> None:
+    """Says once per figure, under the plots, what the solid and the faint lines are (not in every legend
+    entry, and not over the data)."""
+    fig = ax.get_figure()
+    if max(windows, default=0) <= 1 or fig is None or any(t.get_text().startswith(NOTE) for t in fig.texts):
+        return
+    text = f"{NOTE} trailing mean of {max(windows)} steps; faint: every step"
+    fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=7, color="gray")
+
+
+def _panel(
+    ax: Axes,
+    records: Sequence[dict[str, Any]],
+    lines: Sequence[Series],
+    unit: str,
+    scale: float = 1.0,
+    legend: dict[str, Any] | None = None,
+) -> None:
+    """Every series of one unit on one axis; a panel whose series were never recorded says so."""
+    windows = [_draw(ax, records, key, label, COLORS[i % len(COLORS)], scale) for i, (key, label) in enumerate(lines)]
+    if any(windows):
+        ax.legend(**(legend or {"loc": "best"}), fontsize=7)
+        _smoothing_note(ax, windows)
     else:
-        ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
-    ax.set_ylabel(label)
+        names = " or ".join(key for key, _ in lines)
+        ax.text(0.5, 0.5, f"no {names} recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, NOTE_HEIGHT, 1, 1))
     fig.savefig(path, dpi=110)
     return path
 
 
-def plot_reward_accuracy(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Mean training reward (left axis) with held-out accuracy and success rate (right axis, 0-1)."""
+def reward_accuracy_figure(records: Sequence[dict[str, Any]], name: RunName) -> Figure:
+    """Mean training reward (left axis, reward units) with held-out accuracy and the training success rate
+    (right axis, fractions 0-1)."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
-    has_reward = _draw(ax, records, "reward_mean", "mean reward", "tab:blue")
+    reward = _draw(ax, records, "reward_mean", "mean reward", "tab:blue")
     ax.set_xlabel("step")
-    ax.set_ylabel("mean reward")
+    ax.set_ylabel("reward")
     ax.grid(alpha=0.3)
     right = ax.twinx()
-    has_success = _draw(right, records, "success_rate", "success rate", "tab:green")
+    success = _draw(right, records, "success_rate", "training success rate", "tab:green")
     steps, accuracy = series(records, "accuracy")
     if steps:
-        right.plot(steps, accuracy, color="tab:red", marker="o", label="held-out accuracy")
-    right.set_ylabel("accuracy / success rate")
+        right.plot(steps, accuracy, color="tab:red", marker="o", label=f"held-out {name.accuracy}")
+    right.set_ylabel("fraction")
     right.set_ylim(-0.02, 1.02)
     handles = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
     if handles[0] or more[0]:
         ax.legend(handles[0] + more[0], handles[1] + more[1], loc="best", fontsize=8)
-    if not (has_reward or has_success or steps):
+    if not (reward or success or steps):
         ax.text(0.5, 0.5, "no reward or accuracy recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title("reward and accuracy")
-    return _save(fig, path)
+    _smoothing_note(ax, [reward, success])
+    ax.set_title(name.title("reward and accuracy"))
+    return fig
 
 
-def plot_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    fig = Figure(figsize=(8, 6))
-    loss_ax, norm_ax = fig.subplots(2, 1, sharex=True)
-    _panel(loss_ax, records, "loss", "loss", "tab:purple")
-    _panel(norm_ax, records, "grad_norm", "grad norm (before clipping)", "tab:orange")
-    norm_ax.set_xlabel("step")
-    loss_ax.set_title("learner")
-    return _save(fig, path)
+LEARNER_PANELS: tuple[tuple[str, tuple[Series, ...]], ...] = (
+    ("loss", (("loss", "loss"),)),
+    ("gradient norm", (("grad_norm", "grad norm (before clipping)"),)),
+    ("learning rate", (("lr", "learning rate"),)),
+    ("fraction", (("clip_fraction", "clipped tokens"), ("zero_variance_fraction", "zero-variance groups"))),
+    (
+        "nats per token",
+        (
+            ("kl", "KL to the reference"),
+            ("rollout_mismatch_max", "rollout/learner mismatch (max)"),
+            ("policy_drift_max", "policy drift (max)"),
+        ),
+    ),
+    ("reward", (("reward_mean", "reward mean"), ("reward_std", "reward std"))),
+    ("tokens", (("completion_length", "completion length (before EOS)"),)),
+    ("timesteps per second", (("timesteps_per_s", "learner timesteps per second"),)),
+)
+"""The learner figure, one panel per unit."""
 
 
-def plot_staleness(records: Sequence[dict[str, Any]], path: Path) -> Path:
+def learner_figure(records: Sequence[dict[str, Any]], name: RunName) -> Figure:
+    fig = Figure(figsize=(11, 11))
+    axes = fig.subplots(4, 2, sharex=True).flatten()
+    for ax, (unit, lines) in zip(axes, LEARNER_PANELS, strict=True):
+        _panel(ax, records, lines, unit)
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    axes[3].set_ylim(-0.02, 1.02)
+    for ax in axes[-2:]:
+        ax.set_xlabel("step")
+    fig.suptitle(name.title("learner"))
+    return fig
+
+
+def staleness_figure(records: Sequence[dict[str, Any]], name: RunName) -> Figure:
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
-    _panel(ax, records, "staleness_mean", "mean staleness (versions)", "tab:brown")
+    _panel(ax, records, (("staleness_mean", "mean staleness"),), "versions behind the learner")
     ax.set_xlabel("step")
-    ax.set_title("policy lag of the groups trained on")
-    return _save(fig, path)
+    ax.set_title(name.title("policy lag of the groups trained on"))
+    return fig
 
 
-def plot_weight_sync(records: Sequence[dict[str, Any]], path: Path) -> Path:
+def weight_sync_figure(records: Sequence[dict[str, Any]], name: RunName) -> Figure:
     fig = Figure(figsize=(8, 6))
     seconds_ax, rate_ax = fig.subplots(2, 1, sharex=True)
-    _panel(seconds_ax, records, "sync_seconds", "seconds per broadcast", "tab:cyan")
-    _panel(rate_ax, records, "sync_bytes_per_s", "MB/s", "tab:olive", scale=1e-6)
+    _panel(seconds_ax, records, (("sync_seconds", "seconds per broadcast"),), "seconds")
+    _panel(rate_ax, records, (("sync_bytes_per_s", "broadcast bandwidth"),), "MB/s", scale=1e-6)
     rate_ax.set_xlabel("step")
-    seconds_ax.set_title("weight broadcast")
-    return _save(fig, path)
+    seconds_ax.set_title(name.title("weight broadcast"))
+    return fig
+
+
+STAGES: tuple[Series, ...] = (
+    ("step_seconds", "whole step"),
+    ("seconds_rollout", "rollout (waiting for the batch)"),
+    ("seconds_reward", "reward"),
+    ("seconds_learner", "learner update"),
+    ("seconds_weight_sync", "weight sync"),
+)
+
+
+def time_figure(records: Sequence[dict[str, Any]], name: RunName) -> Figure:
+    """Wall seconds of each step and of its stages (cluster/step_metrics.py), all on one seconds axis."""
+    fig = Figure(figsize=(10, 4.5))
+    ax = fig.add_subplot()
+    _panel(ax, records, STAGES, "seconds", legend={"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)})
+    ax.set_xlabel("step")
+    ax.set_title(name.title("time per step and stage"))
+    return fig
+
+
+def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion: unlike accuracy ± z·SE it stays inside [0, 1] and is
+    not empty at 0 % or 100 %."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def model_label(path: str) -> str:
+    """How a plot names a model: `<run> step <n>` for a training checkpoint, else its directory's name."""
+    p = Path(path)
+    if p.name == "model":
+        p = p.parent
+    match = STEP_MODEL.search(p.name)
+    if match:
+        run = p.parent.parent.name if p.parent.name == "checkpoints" else p.parent.name
+        return f"{run} step {int(match.group(1))}"
+    return p.name or path
 
 
 def plot_accuracy_vs_steps(report: dict[str, Any], path: str | Path) -> Path:
-    """The compute/quality frontier: accuracy against sampling steps, the checkpoint and its baseline if any.
+    """`frontier_figure(report)` as a PNG at `path`."""
+    return _save(frontier_figure(report), Path(path))
 
-    `report` is the content of eval.json (`agrpo eval`): `results` and optionally `baseline.results`,
-    each a list of {steps, accuracy}.
+
+def frontier_figure(report: dict[str, Any]) -> Figure:
+    """The compute/quality frontier: accuracy against sampling steps, the checkpoint and its baseline if any,
+    each point with its 95% Wilson interval over the n items.
+
+    `report` is the content of eval.json (`agrpo eval`): `results` and optionally `baseline.results`, each a
+    list of {steps, accuracy, n}. For a task graded in parts (Sudoku cells) the interval still counts items, not
+    parts: the parts of one item are not independent trials, so items are the conservative count.
     """
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
-    curves = [(report.get("checkpoint", "checkpoint"), report.get("results", []), "tab:red")]
-    if report.get("baseline"):
-        base = report["baseline"]
-        curves.append((f"baseline {base.get('checkpoint', '')}", base.get("results", []), "tab:gray"))
-    all_steps: set[int] = set()
-    for label, results, color in curves:
-        points = sorted((r["steps"], 100.0 * r["accuracy"]) for r in results)
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", color=color, label=Path(str(label)).name or str(label))
-            all_steps.update(xs)
+    curves = [entry for entry in (report, report.get("baseline")) if entry and entry.get("results")]
+    all_steps = sorted({r["steps"] for entry in curves for r in entry["results"]})
+    for index, (entry, color) in enumerate(zip(curves, ("tab:red", "tab:gray"), strict=False)):
+        label = entry.get("label") or model_label(str(entry.get("checkpoint", "checkpoint")))
+        points = sorted((r["steps"], r["accuracy"], int(r.get("n", report.get("n", 0)))) for r in entry["results"])
+        dodge = 1.0 + DODGE * (index - (len(curves) - 1) / 2)  # overlapping bars of two curves stay readable
+        xs = [x * dodge for x, _, _ in points]
+        ys = [100.0 * y for _, y, _ in points]
+        bounds = [wilson_interval(y, n) for _, y, n in points]
+        errors = [
+            [y - 100.0 * lo for y, (lo, _) in zip(ys, bounds, strict=True)],
+            [100.0 * hi - y for y, (_, hi) in zip(ys, bounds, strict=True)],
+        ]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", color=color, capsize=4, label=label)
     if all_steps and min(all_steps) > 0 and max(all_steps) >= 4 * min(all_steps):
         ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(all_steps))
-    ax.set_xticklabels([str(s) for s in sorted(all_steps)])
+    ax.set_xticks(all_steps)
+    ax.set_xticklabels([str(s) for s in all_steps])
+    accuracy = report.get("accuracy_name", "accuracy")
     settings = report.get("settings", {})
     ax.set_title(
-        f"{report.get('task', '')}: accuracy vs sampling steps "
-        f"(gen {settings.get('gen_length', '?')}, block {settings.get('block_length', '?')}, n {report.get('n', '?')})"
+        f"{report.get('task', '')}: {accuracy} vs sampling steps\n(gen {settings.get('gen_length', '?')}, block "
+        f"{settings.get('block_length', '?')}, n {report.get('n', '?')} items; bars: 95% Wilson intervals)",
+        fontsize=10,
     )
     ax.set_xlabel("sampling steps")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{accuracy} (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, Path(path))
+    return fig
 
 
-def plot_run(run_dir: str | Path) -> tuple[list[Path], list[str]]:
-    """Write RUN_DIR/plots/*.png from metrics.jsonl (and eval.json when present); return paths and skipped lines."""
+def run_name(root: Path, accuracy: str = "accuracy") -> RunName:
+    """The run directory's name and, from its config.yaml, its task."""
+    task = None
+    config = root / "config.yaml"
+    if config.is_file():
+        try:
+            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            task = data["data"].get("task")
+    return RunName(root.resolve().name, task if isinstance(task, str) else None, accuracy)
+
+
+def plot_run(run_dir: str | Path, accuracy_name: str = "accuracy") -> tuple[list[Path], list[str]]:
+    """Write RUN_DIR/plots/*.png from metrics.jsonl (and eval.json when present); return paths and skipped lines.
+
+    `accuracy_name` is what the run's task calls its accuracy (`cell accuracy` for Sudoku)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise DataError(f"run directory {root}: not found")
@@ -200,8 +348,9 @@ def plot_run(run_dir: str | Path) -> tuple[list[Path], list[str]]:
     records.sort(key=lambda r: r["step"])
     out = root / "plots"
     out.mkdir(exist_ok=True)
-    drawers = (plot_reward_accuracy, plot_loss, plot_staleness, plot_weight_sync)
-    paths = [draw(records, out / name) for draw, name in zip(drawers, RUN_PLOTS, strict=True)]
+    name = run_name(root, accuracy_name)
+    figures = (reward_accuracy_figure, learner_figure, staleness_figure, weight_sync_figure, time_figure)
+    paths = [_save(figure(records, name), out / file) for figure, file in zip(figures, RUN_PLOTS, strict=True)]
     eval_file = root / "eval.json"
     if eval_file.is_file():
         try:

@@ -155,7 +155,11 @@ class TrajectoryBatch:
 
 @dataclass
 class RolloutGroup:
-    """G completions of one prompt, sampled on one worker with one weight version."""
+    """G completions of one prompt, sampled on one worker with one weight version.
+
+    Once scored, each sample has its reward, its error (None when it scored cleanly) and, per reward plugin
+    that failed on it, that plugin's error (`plugin_errors[i]`: label -> reason; empty when none failed).
+    """
 
     prompt_index: int
     trajectories: TrajectoryBatch
@@ -165,6 +169,7 @@ class RolloutGroup:
     texts: list[str] = field(default_factory=list)
     rewards: np.ndarray | None = None
     reward_errors: list[str | None] = field(default_factory=list)
+    plugin_errors: list[dict[str, str]] = field(default_factory=list)
 
 
 def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: float = 1e-4) -> torch.Tensor:
@@ -190,6 +195,7 @@ def group_to_state(group: RolloutGroup) -> dict[str, Any]:
         "texts": list(group.texts),
         "rewards": None if group.rewards is None else torch.from_numpy(np.asarray(group.rewards)),
         "reward_errors": list(group.reward_errors),
+        "plugin_errors": [dict(errors) for errors in group.plugin_errors],
         "prompt_ids": [torch.from_numpy(np.array(p)) for p in t.prompt_ids],
         "arrays": arrays,
         "sampler": t.sampler.model_dump(mode="json"),
@@ -224,4 +230,5 @@ def group_from_state(state: dict[str, Any]) -> RolloutGroup:
         texts=list(state["texts"]),
         rewards=None if rewards is None else rewards.numpy(),
         reward_errors=list(state["reward_errors"]),
+        plugin_errors=[dict(errors) for errors in state.get("plugin_errors", [])],  # absent before they were kept
     )

@@ -16,6 +16,10 @@ torch AdamW:
 Partitions depend on world size and stage, so a state loads only into an engine with the same rank, world
 size and stage; the check names what differs. Masters are overwritten *after* `load_model_state` refreshed
 them from the (rounded) model weights, so bf16 runs resume from the exact fp32 masters.
+
+These attributes are DeepSpeed's internals, not its API: pyproject.toml pins DeepSpeed to the minor release
+that is tested (`TESTED_DEEPSPEED`), and a wrapper that has none of them is refused when a checkpoint is
+written, rather than saved without its masters (which would make resume silently inexact).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from typing import Any
 import torch
 
 from common.errors import CheckpointError
+
+TESTED_DEEPSPEED = "0.19"
+"""The DeepSpeed minor release this module's reading of private state is tested with (pyproject.toml pins it)."""
 
 _MASTER_ATTRS = (
     "single_partition_of_fp32_groups",
@@ -72,8 +79,23 @@ def _stage3_param_groups(optimizer: Any) -> Iterator[None]:
             optimizer._clear_fp32_optimizer_param_groups()
 
 
+def _check_known(optimizer: Any) -> None:
+    """A DeepSpeed wrapper must hold its fp32 masters and the wrapped optimizer where this module reads them."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return
+    if masters(optimizer) is None or not isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        import deepspeed
+
+        raise CheckpointError(
+            f"cannot save the optimizer state of DeepSpeed {deepspeed.__version__}'s {type(optimizer).__name__}: it "
+            f"has none of {', '.join(_MASTER_ATTRS)} or no wrapped torch optimizer; learner/optim_state.py reads "
+            f"these private attributes and is tested with deepspeed {TESTED_DEEPSPEED}.x (install that version)"
+        )
+
+
 def capture(optimizer: Any) -> dict[str, Any]:
     """Masters (if any) and the base optimizer state dict, as CPU copies."""
+    _check_known(optimizer)
     with _stage3_param_groups(optimizer):
         base = base_optimizer(optimizer).state_dict()
     own = masters(optimizer)

@@ -23,7 +23,7 @@ from common.checkpoint import load_state, save_state, write_manifest
 from common.config import Config
 from common.errors import CheckpointError
 from common.metrics import RoleMetrics
-from common.model.loading import load_policy, mask_predictor_logits, resolve_dtype
+from common.model.loading import load_policy, mask_predictor_logits, no_transformers_progress, resolve_dtype
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
 from common.seeding import derived_seed
 from common.weight_sync import SyncStats, backend_for, create_group, layout_hash, listening_socket, model_checksum
@@ -104,7 +104,8 @@ class LearnerWorker:
         )
         init_learner_distributed(backend_for(self.device), listen_fd=self._listen_fd(master_port))
         cfg = self.config
-        self.policy = load_policy(cfg.model, device=self.device, seed=cfg.seed)
+        with no_transformers_progress():
+            self.policy = load_policy(cfg.model, device=self.device, seed=cfg.seed)
         dtype = resolve_dtype(cfg.model.dtype, self.device)
         self.engine = LearnerEngine(
             self.policy.model, cfg.learner, self.rank, self.world_size, self.device, dtype, seed=cfg.seed
@@ -256,7 +257,8 @@ class LearnerWorker:
         """Collective under ZeRO-3 (call on every rank); rank 0 writes safetensors + tokenizer."""
         state = self.engine.full_state_dict()
         if self.rank == 0:
-            self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
+            with no_transformers_progress():
+                self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
             self.policy.tokenizer.save_pretrained(directory)
             write_manifest(Path(directory))
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from common.errors import ConfigError, DataError
+from common.errors import ConfigError, DataError, value_problem
 from rewards.generators import generate_split
 from rewards.tasks import load_task
 from rewards.tasks.base import RowError, Task
 
 SUFFIXES = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 MAX_WARNINGS = 20
+SNIFF_BYTES = 8192
 
 
 @dataclass
@@ -69,20 +70,61 @@ def detect_format(path: Path, format: str) -> str:
     raise DataError(f"data file {path}: cannot tell the format from {path.suffix!r}; set data.format")
 
 
+def _check_text(path: Path, kind: str) -> None:
+    """Refuse a file that is not text at all (an archive, a parquet file named .jsonl, UTF-16) with one line,
+    instead of one skipped "row" per stretch of noise: a NUL byte near the start, or a first line that is not
+    UTF-8. A bad line further on is that row's problem."""
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise DataError(
+            f"data file {path}: binary or UTF-16, not {kind} text (a NUL byte at offset {nul}); data files are UTF-8"
+        )
+    first = head.split(b"\n", 1)[0]
+    try:
+        first.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if first is not head or err.start < len(head) - 3:  # not just a character cut by the end of the sample
+            raise DataError(
+                f"data file {path}: not UTF-8 {kind} text (byte 0x{head[err.start]:02x} at offset {err.start})"
+            ) from None
+
+
+def _json_problem(err: ValueError | RecursionError) -> str:
+    """Why a JSON text does not load, on one line."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, json.JSONDecodeError):
+        return err.msg
+    return value_problem(err)
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    _check_text(path, "JSONL")
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield lineno, RowError(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as err:
-                yield lineno, RowError(f"not valid JSON ({err.msg})")
+                row = json.loads(line)
+            except (ValueError, RecursionError) as err:
+                row = RowError(f"not valid JSON ({_json_problem(err)})")
+            yield lineno, row
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """Elements of a top-level JSON array, each with the line it starts on."""
-    text = path.read_text(encoding="utf-8")
+    _check_text(path, "JSON")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"data file {path}: not UTF-8 JSON text (byte offset {err.start})") from None
     decoder = json.JSONDecoder()
     pos = len(text) - len(text.lstrip())
     if not text.startswith("[", pos):
@@ -101,13 +143,27 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        except (ValueError, RecursionError) as err:
+            raise DataError(f"{path}:{line}: not valid JSON ({_json_problem(err)})") from None
         yield line, value
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    _check_text(path, "CSV")
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:  # e.g. a field past csv's 128 KB limit; the reader goes on after the line
+                yield reader.line_num + 1, RowError(f"not valid CSV ({err})")
+                continue
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}:{reader.line_num + 1}: not UTF-8 text (byte 0x{err.object[err.start]:02x})"
+                ) from None
             if None in row:
                 yield reader.line_num, RowError("more fields than the header")
             elif any(v is None for v in row.values()):
@@ -116,15 +172,29 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 yield reader.line_num, row
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
 def _table_rows(path: Path, format: str) -> Iterator[tuple[int, Any]]:
     if format == "parquet":
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a file it cannot read
+            raise DataError(f"data file {path}: not a readable parquet file ({_first_line(err)})") from None
     else:
         import datasets
 
-        data = datasets.load_from_disk(str(path))
+        try:
+            data = datasets.load_from_disk(str(path))
+        except Exception as err:  # datasets raises FileNotFoundError for a directory that is not a dataset
+            raise DataError(
+                f"data directory {path}: not a dataset saved with save_to_disk ({_first_line(err)}); point "
+                "data.path at a data file or such a directory"
+            ) from None
         if isinstance(data, datasets.DatasetDict):
             if len(data) != 1:
                 raise DataError(
@@ -134,6 +204,14 @@ def _table_rows(path: Path, format: str) -> Iterator[tuple[int, Any]]:
             data = next(iter(data.values()))
         rows = iter(data)
     yield from enumerate(rows, 1)
+
+
+def _readable(path: Path, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """`rows`, with an OS error while reading (permissions, an I/O error) as one line."""
+    try:
+        yield from rows
+    except OSError as err:
+        raise DataError(f"data file {path}: cannot read ({err.strerror or _first_line(err)})") from None
 
 
 def read_items(
@@ -154,10 +232,15 @@ def read_items(
     if not p.exists():
         raise DataError(f"data file {p}: not found")
     kind = detect_format(p, format)
+    if p.is_dir() != (kind == "hf_disk"):
+        expected = "a directory saved with save_to_disk" if kind == "hf_disk" else f"a {kind} file"
+        raise DataError(
+            f"data file {p}: is {'a directory' if p.is_dir() else 'a file'}, data.format {kind} needs {expected}"
+        )
     readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows}
     rows = readers[kind](p) if kind in readers else _table_rows(p, kind)
     result = LoadResult()
-    for line, row in rows:
+    for line, row in _readable(p, rows):
         try:
             if isinstance(row, RowError):
                 raise row

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+from common.config_sections import MAX_ITEMS
 from common.errors import ConfigError
 from rewards.tasks import load_task, task_names
 
 MAX_MISSES = 2000
+PROGRESS_EVERY_S = 10.0
 
 
 Maker = Callable[..., dict[str, Any]]
@@ -50,13 +54,29 @@ def _generator(task: str, given: dict[str, Any]) -> tuple[Maker, Key, dict[str, 
 
 
 def _unique(task: str, stream: str, n: int, exclude: set[Hashable], given: dict[str, Any]) -> list[dict]:
-    """`n` items with distinct keys, none in `exclude`, from the stream named `stream`."""
+    """`n` items with distinct keys, none in `exclude`, from the stream named `stream`.
+
+    At most MAX_ITEMS; a generation that takes long says how far it got every PROGRESS_EVERY_S seconds, so a
+    slow generator (a task's own, or a large `n`) is visibly working rather than hung.
+    """
+    if n > MAX_ITEMS:
+        raise ConfigError(
+            f"{task} generator: {n} items asked for, at most {MAX_ITEMS}; for more, write them to files with "
+            "`agrpo generate` in parts and set data.path"
+        )
     make, key, options = _generator(task, given)
     rng = random.Random(stream)
     items: list[dict[str, Any]] = []
     seen = set(exclude)
     misses = 0
+    start = time.monotonic()
+    note_at = start + PROGRESS_EVERY_S
     while len(items) < n:
+        if time.monotonic() >= note_at:
+            note_at += PROGRESS_EVERY_S
+            print(
+                f"{task} generator: {len(items)} of {n} items after {time.monotonic() - start:.0f} s", file=sys.stderr
+            )
         item = make(rng, **options)
         k = key(item)
         if k in seen:

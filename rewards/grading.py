@@ -32,6 +32,7 @@ from rewards.types import RewardResult
 PROTOCOLS = ("agrpo", "d1")
 GRADE_TIMEOUT_S: float = RewardsConfig.model_fields["grade_timeout_s"].default
 DENOMINATOR = "denominator"
+NOT_STARTED = ("worker failed to start", "worker did not start")
 START_METHOD = "forkserver"
 FORK_SERVER_PRELOAD = ["rewards.grading_warmup"]
 
@@ -145,6 +146,13 @@ class TimedGrader:
             raise ValueError(f"{len(texts)} completions but {len(references)} references; need one each")
         with self._lock:
             outcomes = self._sandbox.score(list(zip(texts, references, strict=True)))
+            unstarted = next((u[0].error for u in outcomes if (u[0].error or "").startswith(NOT_STARTED)), None)
+            if unstarted is not None:
+                # Not a verdict on any item: scoring every item wrong would silently report accuracy 0.
+                raise UserError(
+                    f"the grading child process could not start ({unstarted}); a script that calls agrpo's "
+                    "evaluation or grading must guard its entry point with `if __name__ == '__main__':`"
+                )
             grades = [self._as_grade(units, reference) for units, reference in zip(outcomes, references, strict=True)]
             self.timeouts += sum(g.timed_out for g in grades)
         return grades

@@ -103,23 +103,25 @@ def call_plugin(
 
 
 def combine(labels: Sequence[str], weights: Sequence[float], outcomes: Sequence[PluginOutcome]) -> RewardResult:
-    """Weighted sum of the plugin scores; any failed plugin makes the sample score 0 with its reason.
+    """Weighted sum of the plugin scores; any failed plugin makes the sample score 0 with its reason (per
+    plugin in `plugin_errors`, joined as `label: reason; ...` in `error`).
 
     Components always hold every plugin's own score under its label (0 for a failed one) so their keys
     are the same for every sample, plus each plugin's components as `label/name`.
     """
     components: dict[str, float] = {}
-    errors: list[str] = []
+    failed: dict[str, str] = {}
     total = 0.0
     for label, weight, outcome in zip(labels, weights, outcomes, strict=True):
         components[label] = outcome.score
         for key, part in outcome.components.items():
             components[f"{label}/{key}"] = part
         if outcome.error is not None:
-            errors.append(f"{label}: {outcome.error}")
+            failed[label] = outcome.error
         total += weight * outcome.score
-    if errors:
-        return RewardResult(score=0.0, components=components, error="; ".join(errors))
+    if failed:
+        error = "; ".join(f"{label}: {reason}" for label, reason in failed.items())
+        return RewardResult(score=0.0, components=components, error=error, plugin_errors=failed)
     if not math.isfinite(total):
         return RewardResult(score=0.0, components=components, error=f"combined: {NON_FINITE} ({total})")
     return RewardResult(score=total, components=components)

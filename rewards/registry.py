@@ -15,7 +15,7 @@ Anything else (`builtins:eval`, `shutil:rmtree`, any importable callable) is ref
 created or called. Everything that can be wrong with a plugin (unregistered, unknown or
 twice-registered name, import failure, a signature that cannot take the completion, the reference and
 the configured kwargs) is a one-line `ConfigError` from `build_reward_fn`, so a run fails before its
-first rollout rather than at step 500. The combined scorer pickles as its spec, and the receiving
+first rollout rather than at step 500; so is a plugin whose import or constructor hangs (`build_within`). The combined scorer pickles as its spec, and the receiving
 process (a Ray actor, a sandbox child) resolves the names again itself: no function object or closure
 has to survive pickling.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -146,9 +147,18 @@ def available_rewards(task: str | None = None) -> dict[str, _Source]:
     return dict(sorted(table.items()))
 
 
-def import_modules(modules: tuple[str, ...] | list[str]) -> None:
+Stage = Callable[[str], None]
+"""Told what `resolve` starts next (`rewards.plugins[0].name = 'x'`), so a build that hangs can be named."""
+
+
+def _ignore(_what: str) -> None:
+    """The default `Stage`: nobody is watching."""
+
+
+def import_modules(modules: tuple[str, ...] | list[str], stage: Stage = _ignore) -> None:
     """Import `rewards.modules` so their `@reward` decorators run."""
     for index, module in enumerate(modules):
+        stage(f"rewards.modules[{index}] = {module!r}")
         try:
             importlib.import_module(module)
         except ConfigError:
@@ -279,7 +289,7 @@ def _resolve(index: int, plugin: PluginSpec, table: Mapping[str, _Source], spec:
     return ResolvedPlugin(label=plugin.name, weight=float(plugin.weight), kwargs=kwargs, fn=fn)
 
 
-def resolve(spec: RewardSpec) -> list[ResolvedPlugin]:
+def resolve(spec: RewardSpec, stage: Stage = _ignore) -> list[ResolvedPlugin]:
     """Import modules, look up every plugin and check it; the first problem is a ConfigError."""
     if not spec.plugins:
         raise ConfigError("rewards.plugins = []: at least one reward plugin is needed")
@@ -291,9 +301,14 @@ def resolve(spec: RewardSpec) -> list[ResolvedPlugin]:
                 f"(also rewards.plugins[{seen[plugin.name]}]); use one entry per plugin"
             )
         seen[plugin.name] = index
-    import_modules(spec.modules)
+    import_modules(spec.modules, stage)
+    stage("listing the registered rewards (entry points and tasks)")
     table = available_rewards(spec.task)
-    return [_resolve(index, plugin, table, spec) for index, plugin in enumerate(spec.plugins)]
+    resolved = []
+    for index, plugin in enumerate(spec.plugins):
+        stage(f"rewards.plugins[{index}].name = {plugin.name!r}")
+        resolved.append(_resolve(index, plugin, table, spec))
+    return resolved
 
 
 class CombinedReward:
@@ -327,7 +342,36 @@ def build_from_spec(spec: RewardSpec) -> CombinedReward:
     return CombinedReward(spec, resolve(spec))
 
 
+def build_within(spec: RewardSpec, timeout_s: float) -> CombinedReward:
+    """`build_from_spec`, given up after `timeout_s` with a ConfigError naming the module or plugin it was at.
+
+    A plugin module's import or a class plugin's constructor is the user's code and may hang (a lock, a
+    network call, a model that never loads). The build runs in a daemon thread, which cannot be stopped but
+    need not be waited for: the caller (the driver, before anything else starts) reports the error and exits.
+    """
+    at = ["starting"]
+    done: list[CombinedReward | BaseException] = []
+
+    def build() -> None:
+        try:
+            done.append(CombinedReward(spec, resolve(spec, at.append)))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            done.append(exc)
+
+    thread = threading.Thread(target=build, name="agrpo-reward-build", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not done:
+        raise ConfigError(
+            f"{at[-1]}: importing and building the reward plugins did not finish within {timeout_s:g} s "
+            "(rewards.startup_timeout_s); its import or constructor hangs, or needs longer (then raise the limit)"
+        )
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]
+
+
 def build_reward_fn(rewards_cfg: RewardsConfig, task: str | None = None) -> CombinedReward:
     """The combined, picklable scorer of `rewards.plugins` (none: the reward of `task`, i.e. `data.task`);
-    call it at start-up to fail early."""
-    return build_from_spec(RewardSpec.from_config(rewards_cfg, task))
+    call it at start-up to fail early. Bounded by `rewards.startup_timeout_s` (`build_within`)."""
+    return build_within(RewardSpec.from_config(rewards_cfg, task), rewards_cfg.startup_timeout_s)

@@ -18,7 +18,7 @@ import torch
 
 from common.config import Config, SamplerConfig
 from common.metrics import RoleMetrics
-from common.model.loading import load_policy, mask_predictor_logits
+from common.model.loading import load_policy, mask_predictor_logits, no_transformers_progress
 from common.record import RolloutGroup
 from common.text import decode_completion, encode_text
 from common.weight_sync import (
@@ -52,7 +52,8 @@ class RolloutWorker:
         self.device = select_device(self.config.cluster.gpus_per_rollout_worker)
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, int(self.config.cluster.cpus_per_rollout_worker)))
-        self.policy = load_policy(self.config.model, device=self.device, seed=self.config.seed)
+        with no_transformers_progress():
+            self.policy = load_policy(self.config.model, device=self.device, seed=self.config.seed)
         self.policy.model.eval()
         pack_parameters(self.policy.model)
         self.version = -1

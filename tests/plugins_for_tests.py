@@ -135,3 +135,24 @@ def allocates(completion: str, reference: dict[str, Any]) -> float:
 
     block = np.empty(int(reference["gigabytes"] * 1024**3), dtype=np.uint8)
     return float(block.size > 0)
+
+
+HANG_S = 20.0
+"""How long the plugins that hang while being built take: far past the limits their tests set."""
+
+
+@reward()
+class HangsWhileBuilt:
+    """A class plugin whose constructor hangs (a model that never loads, a lock never released)."""
+
+    def __init__(self) -> None:
+        time.sleep(HANG_S)
+
+    def __call__(self, completion: str, reference: dict[str, Any]) -> float:
+        return 0.0
+
+
+@reward("test_always_fails")
+def always_fails(completion: str, reference: dict[str, Any]) -> float:
+    """Fails on every sample, as a plugin with a broken dependency or a wrong field name would."""
+    raise KeyError("solution")

@@ -1,8 +1,11 @@
 """`agrpo eval`: accuracy of a checkpoint at several sampling-step counts (the compute/quality frontier).
 
-Defaults follow the d1 protocol (temperature 0, `low_confidence`, block 32, steps = gen_length / 2),
-with the block capped at gen_length for the short completions of the tiny task models. Every setting
-is checked before a model is loaded, so a steps value that does not fit the schedule fails at once.
+Settings come from one config like every command's: `--config`, else the config saved with the checkpoint (a
+run's or a step's config, or the `sft_config.yaml` of an SFT output), else the schema's defaults; then
+`key.sub=value` overrides and the flags, which are aliases of schema fields. The sampler is the held-out
+evaluation's (`evaluation.*` on top of `sampler.*`), the items are the config's held-out split, so evaluating
+a run directory repeats the run's own held-out evaluation at every `--steps`. Everything is checked before a
+model is loaded.
 """
 
 from __future__ import annotations
@@ -12,189 +15,149 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cluster.commands import add_loading_flags, loading_overrides
+from cluster.commands.options import LOADING_ALIASES, Alias, add_config_options, block_settings, resolve_config
 
-DEFAULT_GEN_LENGTH = 32
-DEFAULT_GENERATED_ITEMS = 500
+ALIASES = (
+    Alias("--task", "data.task"),
+    Alias("--template", "data.template"),
+    Alias("--gen-length", "sampler.gen_length"),
+    Alias("--block-length", "sampler.block_length"),
+    Alias("--remasking", "evaluation.remasking"),
+    Alias("--temperature", "evaluation.temperature"),
+    Alias("--protocol", "evaluation.protocol"),
+    Alias("--n", "evaluation.num_items"),
+    Alias("--batch-size", "evaluation.batch_size"),
+    Alias("--kv-cache", "sampler.kv_cache"),
+    Alias("--seed", "seed"),
+    *LOADING_ALIASES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "eval",
         help="Evaluate a checkpoint's accuracy at several sampling-step counts; writes eval.json and a plot.",
-        description="Sample one completion per held-out item (d1 protocol) at each --steps value, grade it with "
-        "the task's grader, and write eval.json plus accuracy_vs_steps.png (with --baseline: both curves).",
+        description="Sample one completion per held-out item at each --steps value, grade it with the task's "
+        "grader, and write eval.json plus accuracy_vs_steps.png (with --baseline: both curves). Settings: "
+        "--config (default: the config saved with the checkpoint, else the built-in defaults), then KEY=VALUE "
+        "overrides; each flag below sets one config field. Every key: `agrpo config show --describe`.",
     )
-    parser.add_argument("--checkpoint", required=True, help="Checkpoint directory, or `tiny` (the built-in model).")
     parser.add_argument(
-        "--config",
+        "--checkpoint",
+        required=True,
+        help="What to evaluate: a run directory (its latest checkpoint), a checkpoint step-NNNNNNNN directory, a "
+        "model directory, or `tiny` (the built-in model).",
+    )
+    parser.add_argument(
+        "--steps",
         default=None,
-        help="Training config (e.g. the sft_config.yaml saved with a checkpoint): its data.* section, seed, "
-        "sampler.gen_length and data.template become the defaults, so the eval items are its held-out split.",
-    )
-    parser.add_argument("--task", default=None, help="gsm8k, math, countdown, sudoku or arithmetic.")
-    parser.add_argument(
-        "--data", default=None, help="Local data file (JSONL/JSON/CSV/parquet); default: the generator's eval split."
-    )
-    parser.add_argument("--template", default=None, help="Prompt template: plain, d1 or agrpo (default plain).")
-    parser.add_argument(
-        "--gen-length", type=int, default=None, help=f"Completion length in tokens (default {DEFAULT_GEN_LENGTH})."
+        help="Comma-separated sampling-step counts, e.g. 8,16,32; each is evaluated as sampler.steps (default: "
+        "evaluation.steps, else sampler.steps).",
     )
     parser.add_argument(
-        "--block-length",
-        type=int,
+        "--data",
         default=None,
-        help="Block length (default: a block-causal model's block size, else min(32, gen length)).",
+        help="A local file (JSONL/JSON/CSV/parquet) whose rows are all evaluation items; default: the config's "
+        "held-out split (data.path's or the generator's, as in training).",
     )
-    parser.add_argument(
-        "--steps", default=None, help="Comma-separated step counts, e.g. 8,16 (default gen length / 2)."
-    )
-    parser.add_argument("--remasking", default="low_confidence", help="low_confidence, random or entropy.")
-    parser.add_argument(
-        "--protocol",
-        default=None,
-        help="Grading protocol: agrpo (our graders) or d1 (d1's eval/parse_and_get_acc.py, decision for decision); "
-        "default evaluation.protocol of --config, else agrpo.",
-    )
-    parser.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature (0 = greedy).")
-    parser.add_argument(
-        "--n", type=int, default=None, help=f"Items (default: all of --data, {DEFAULT_GENERATED_ITEMS} generated)."
-    )
-    parser.add_argument("--seed", type=int, default=None, help="Seed of the eval split and of sampling (default 0).")
-    parser.add_argument("--batch-size", type=int, default=64, help="Items per sampler batch.")
-    parser.add_argument(
-        "--kv-cache", default="auto", help="auto (the exact cache of block-causal models) or off (full forwards)."
-    )
-    parser.add_argument("--baseline", default=None, help="A second checkpoint (or `tiny`) to draw on the same plot.")
+    parser.add_argument("--baseline", default=None, help="A second model (same forms) to draw on the same plot.")
     parser.add_argument("--output", default=None, help="Output directory (default <checkpoint>/eval-<task>).")
     parser.add_argument("--device", default="auto", help="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
-    add_loading_flags(parser)
+    add_config_options(
+        parser,
+        ALIASES,
+        "YAML config whose data.*, sampler.*, evaluation.*, seed and model.* apply (default: the one saved with "
+        "the checkpoint).",
+        "evaluation.batch_size=32",
+    )
     parser.set_defaults(func=run)
 
 
-def parse_steps(text: str | None, gen_length: int) -> list[int]:
-    """Distinct step counts in increasing order; the default is the d1 protocol's gen_length / 2."""
+def parse_steps(text: str | None) -> list[int] | None:
+    """Distinct step counts in increasing order, or None when not given."""
     from common.errors import UserError
 
     if text is None:
-        return [max(1, gen_length // 2)]
+        return None
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"--steps {text!r}: must be comma-separated integers, e.g. 8,16") from None
     if not values:
         raise UserError(f"--steps {text!r}: give at least one step count")
+    if min(values) < 1:
+        raise UserError(f"--steps {text!r}: every step count must be at least 1")
     return sorted(set(values))
 
 
-def _check_checkpoint(flag: str, path: str) -> None:
+def resolve(args: argparse.Namespace) -> tuple[Any, Any, Any, list[Any]]:
+    """The config, the model and baseline sources, and the sampler of each step count; all checked, no model
+    loaded. An evaluated step count replaces the sampler's (`sampler.steps`, with `evaluation.steps` cleared),
+    so the schedule is checked against the completion and block lengths of the evaluation itself."""
+    from cluster.commands.checkpoints import resolve_model
     from common.errors import UserError
-
-    if path != "tiny" and not Path(path).expanduser().is_dir():
-        raise UserError(f"{flag} {path}: directory not found (give a checkpoint directory or `tiny`)")
-
-
-def resolve(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
-    """Fill unset options from --config (else the built-in defaults) and check them all; no model is loaded.
-
-    Returns the model section (its path is replaced per checkpoint), the data section to draw items from
-    and the samplers.
-    """
-    from common.config import Config, load_config
-    from common.errors import UserError
-    from common.model.block_families import declared_block_size
     from rewards.grading import grade_function
-    from rewards.tasks.base import TEMPLATES
-    from rollout.accuracy import eval_sampler
 
-    config = load_config(args.config) if args.config else Config()
-    if args.task is None and args.config is None:
-        raise UserError("--task: required (or --config FILE naming data.task)")
-    args.task = args.task or config.data.task
-    args.protocol = args.protocol or config.evaluation.protocol
-    args.grade_timeout_s = config.rewards.grade_timeout_s
-    grade_function(args.task, args.protocol)  # an unknown task, or d1 for a task d1 never graded
-    args.template = args.template or config.data.template
-    if args.template not in TEMPLATES:
-        raise UserError(f"--template {args.template!r}: must be one of {', '.join(TEMPLATES)}")
-    args.seed = config.seed if args.seed is None else args.seed
-    args.gen_length = args.gen_length or (config.sampler.gen_length if args.config else DEFAULT_GEN_LENGTH)
-    for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--gen-length", args.gen_length)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} {value}: must be at least 1")
-    model = config.model.model_copy(update={**loading_overrides(args), "path": args.checkpoint})
-    args.block_length = args.block_length or declared_block_size(model) or min(32, args.gen_length)
-    samplers = [
-        eval_sampler(
-            args.gen_length,
-            args.block_length,
-            s,
-            args.remasking,
-            args.temperature,
-            args.batch_size,
-            kv_cache=args.kv_cache,
-        )
-        for s in parse_steps(args.steps, args.gen_length)
-    ]
-    _check_checkpoint("--checkpoint", args.checkpoint)
-    if args.baseline:
-        _check_checkpoint("--baseline", args.baseline)
+    source = resolve_model("--checkpoint", args.checkpoint)
+    counts = parse_steps(args.steps)
+    blocks = block_settings(args, ALIASES, source.path, source.config)
+    per_count = [blocks] if counts is None else [{**blocks, **_steps_settings(n)} for n in counts]
+    configs = [resolve_config(args, ALIASES, source.config, source.config_source, settings=s) for s in per_count]
+    config, args.config_source = configs[0]
+    grade_function(config.data.task, config.evaluation.protocol)  # an unknown task, or d1 where d1 never graded
+    samplers = [c.evaluation.sampler(c.sampler) for c, _ in configs]
+    baseline = resolve_model("--baseline", args.baseline) if args.baseline else None
     if args.data and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: not found")
-    data = config.data.model_copy(update={"task": args.task, "template": args.template})
-    return model, data, samplers
+    return config, source, baseline, samplers
 
 
-def load_eval_items(args: argparse.Namespace, data: Any) -> tuple[list[dict[str, Any]], str]:
-    """The items and a description of where they came from: --data, else the config's or the generator's
-    held-out split (the one training never sees, for the same seed and generator options)."""
+def _steps_settings(count: int) -> dict[str, tuple[str, Any]]:
+    return {"sampler.steps": ("--steps", count), "evaluation.steps": ("--steps", None)}
+
+
+def load_eval_items(args: argparse.Namespace, config: Any) -> tuple[list[dict[str, Any]], str]:
+    """The first evaluation.num_items items and where they came from: --data, else the config's held-out
+    split, which training never sees (the same file split or generator options, and the same seed)."""
     from common.errors import UserError
     from rewards.data import load_items, load_task_items
     from rewards.tasks import load_task
 
+    data, task = config.data, config.data.task
     if args.data:
-        items = load_items(args.data, args.task, data.format if args.config else "auto", data.fields)
+        items = load_items(args.data, task, data.format, data.fields)
         source = str(args.data)
-    elif data.path:
-        items = load_task_items(data, "eval", args.seed)
-        source = f"{data.path} (eval split, seed {args.seed})"
     else:
-        if load_task(args.task).generate is None:
-            raise UserError(f"--task {args.task}: has no generator, so --data FILE is required")
-        # With a training config, stay inside the held-out split that training excluded.
-        n = args.n or (min(DEFAULT_GENERATED_ITEMS, data.num_eval) if args.config else DEFAULT_GENERATED_ITEMS)
-        items = load_task_items(data.model_copy(update={"num_eval": n}), "eval", args.seed)
-        source = f"generated {args.task} eval split (seed {args.seed}, options {data.generator or 'default'})"
+        if data.path is None and load_task(task).generate is None:
+            raise UserError(f"data.task = {task!r}: has no generator, so give --data FILE or data.path")
+        items = load_task_items(data, "eval", config.seed)
+        if data.path:
+            source = f"{data.path} (eval split, seed {config.seed})"
+        else:
+            source = f"generated {task} eval split (seed {config.seed}, options {data.generator or 'default'})"
     if not items:
-        raise UserError(f"{source}: no valid {args.task} items")
-    return (items[: args.n] if args.n else items), source
+        raise UserError(f"{source}: no valid {task} items")
+    return items[: config.evaluation.num_items], source
 
 
-def _evaluate_checkpoint(
-    model: Any,
-    checkpoint: str,
-    items: list[dict[str, Any]],
-    samplers: list[Any],
-    args: argparse.Namespace,
-    device: str,
-) -> list[dict[str, Any]]:
+def _evaluate_model(path: str, config: Any, items: list[dict[str, Any]], samplers: list[Any], device: str) -> list:
     from common.model.loading import load_policy
     from rollout.accuracy import evaluate
 
-    policy = load_policy(model.model_copy(update={"path": checkpoint}), device=device, seed=args.seed)
+    policy = load_policy(config.model.model_copy(update={"path": path}), device=device, seed=config.seed)
     results = []
     for cfg in samplers:
         out = evaluate(
             policy,
             items,
-            args.task,
-            args.template,
+            config.data.task,
+            config.data.template,
             cfg,
-            args.batch_size,
-            args.seed,
+            config.evaluation.batch_size,
+            config.seed,
             progress=True,
-            protocol=args.protocol,
-            grade_timeout_s=args.grade_timeout_s,
+            protocol=config.evaluation.protocol,
+            grade_timeout_s=config.rewards.grade_timeout_s,
         )
         results.append({"steps": cfg.steps, **out})
     return results
@@ -214,47 +177,61 @@ def _print_results(label: str, results: list[dict[str, Any]]) -> None:
         )
 
 
+def _output_dir(args: argparse.Namespace, task: str) -> Path:
+    if args.output:
+        return Path(args.output)
+    if args.checkpoint == "tiny":
+        return Path("runs") / f"eval-tiny-{task}"
+    return Path(args.checkpoint) / f"eval-{task}"
+
+
 def run(args: argparse.Namespace) -> int:
     from cluster.commands.sft import pick_device
     from common.plots import FRONTIER_PLOT, plot_accuracy_vs_steps
+    from rewards.tasks import load_task
 
-    model, data, samplers = resolve(args)
+    config, source, baseline, samplers = resolve(args)
     device = pick_device(args.device)
-    items, source = load_eval_items(args, data)
+    items, item_source = load_eval_items(args, config)
+    sampler = samplers[0]
+    print(f"evaluating {source.label} ({source.path}); config: {args.config_source}; items: {item_source}")
     report: dict[str, Any] = {
         "checkpoint": args.checkpoint,
-        "task": args.task,
-        "data": source,
-        "template": args.template,
-        "protocol": args.protocol,
+        "model": source.path,
+        "label": source.label,
+        "config": args.config_source,
+        "task": config.data.task,
+        "accuracy_name": load_task(config.data.task).accuracy_name,
+        "data": item_source,
+        "template": config.data.template,
+        "protocol": config.evaluation.protocol,
         "n": len(items),
         "settings": {
-            "gen_length": args.gen_length,
-            "block_length": args.block_length,
-            "remasking": args.remasking,
-            "temperature": args.temperature,
-            "batch_size": args.batch_size,
-            "kv_cache": args.kv_cache,
-            "seed": args.seed,
+            "gen_length": sampler.gen_length,
+            "block_length": sampler.block_length,
+            "remasking": sampler.remasking,
+            "temperature": sampler.temperature,
+            "top_k": sampler.top_k,
+            "top_p": sampler.top_p,
+            "kv_cache": sampler.kv_cache,
+            "batch_size": config.evaluation.batch_size,
+            "seed": config.seed,
             "device": device,
-            "grade_timeout_s": args.grade_timeout_s,
+            "grade_timeout_s": config.rewards.grade_timeout_s,
         },
-        "results": _evaluate_checkpoint(model, args.checkpoint, items, samplers, args, device),
+        "results": _evaluate_model(source.path, config, items, samplers, device),
     }
-    _print_results(args.checkpoint, report["results"])
-    if args.baseline:
+    _print_results(source.label, report["results"])
+    if baseline is not None:
         report["baseline"] = {
             "checkpoint": args.baseline,
-            "results": _evaluate_checkpoint(model, args.baseline, items, samplers, args, device),
+            "model": baseline.path,
+            "label": baseline.label,
+            "results": _evaluate_model(baseline.path, config, items, samplers, device),
         }
-        _print_results(f"baseline {args.baseline}", report["baseline"]["results"])
+        _print_results(f"baseline {baseline.label}", report["baseline"]["results"])
 
-    if args.output:
-        out = Path(args.output)
-    elif args.checkpoint == "tiny":
-        out = Path("runs") / f"eval-tiny-{args.task}"
-    else:
-        out = Path(args.checkpoint) / f"eval-{args.task}"
+    out = _output_dir(args, config.data.task)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_accuracy_vs_steps(report, out / FRONTIER_PLOT)

@@ -1,8 +1,11 @@
 """`agrpo generate`: write seeded items of any task with a generator as JSONL.
 
-The generator options come from the tasks themselves (each task module's `OPTIONS`): every option of
-a registered task is a flag (`--max-number`), shared by the tasks that declare it, and `--option
-key=value` reaches any option of any task, a task given by module path included.
+Settings are one config like every command's: `--config`, `key.sub=value` overrides, and flags that are
+aliases of `data.task`, `seed`, `data.num_eval` and `data.generator.<option>`. The option flags come from the
+tasks themselves (each task module's `OPTIONS`): every option of a registered task is a flag
+(`--max-number`), shared by the tasks that declare it, and `--option key=value` (or
+`data.generator.key=value`) reaches any option of any task, a task given by module path included. With
+`--split`, the items are exactly those of the split a training run with the same config uses.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from common.config import parse_override
+from cluster.commands.options import Alias, add_config_options, given_aliases, resolve_config
 from common.errors import ConfigError, UserError
 from rewards.generators import generate, generate_split, write_jsonl
 from rewards.tasks import load_task, task_names
 from rewards.tasks.base import Option, Task
 
-COMMAND_FLAGS = {"task", "n", "seed", "split", "n_eval", "output", "option", "help"}
+COMMAND_FLAGS = {"task", "n", "seed", "split", "n_eval", "output", "option", "help", "config"}
 """Names an option flag may not take; such an option is reachable with --option only."""
+ALIASES = (Alias("--task", "data.task"), Alias("--seed", "seed"), Alias("--n-eval", "data.num_eval"))
+GENERATOR = "data.generator"
 
 
 def generated_tasks() -> dict[str, Task]:
@@ -51,77 +56,97 @@ def _shown(default: Any) -> str:
     return " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("generate", help="Write generated task items (with a correct completion) as JSONL.")
-    tasks = generated_tasks()
-    parser.add_argument(
-        "--task", required=True, help=f"Task with a generator ({', '.join(tasks)}) or a module path package.module."
-    )
-    parser.add_argument("--n", type=int, required=True, help="Number of distinct items.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed; the same seed gives the same items.")
-    parser.add_argument(
-        "--split",
-        choices=("train", "eval"),
-        help="Write this split of the disjoint train/eval pair that training uses (data.num_eval = --n-eval).",
-    )
-    parser.add_argument("--n-eval", type=int, help="Size of the held-out split the train split avoids.")
-    parser.add_argument("--output", required=True, help="JSONL file to write.")
+def option_aliases(tasks: dict[str, Task]) -> tuple[Alias, ...]:
+    """One flag per generator option of the registered tasks, each setting data.generator.<option>."""
+    aliases = []
     for option, specs in declared_options(tasks).items():
         if option in COMMAND_FLAGS:
             continue
-        several = any(spec.several for spec in specs.values())
-        parser.add_argument(
-            _flag(option),
-            dest=f"option_{option}",
-            metavar=option.upper(),
-            nargs="+" if several else None,
-            help="; ".join(
-                f"{task}: {spec.help} (default {_shown(spec.default)})" for task, spec in specs.items()
-            ).replace("%", "%%"),
+        aliases.append(
+            Alias(
+                _flag(option),
+                f"{GENERATOR}.{option}",
+                several=any(spec.several for spec in specs.values()),
+                help="; ".join(f"{task}: {spec.help} (default {_shown(spec.default)})" for task, spec in specs.items()),
+            )
         )
+    return tuple(aliases)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "generate",
+        help="Write generated task items (with a correct completion) as JSONL.",
+        description="Write generated items of data.task, each with a correct completion. Settings: --config "
+        "(default: the built-in defaults), then KEY=VALUE overrides; each flag below sets one config field.",
+    )
+    parser.add_argument(
+        "--n", type=int, default=None, help="Items to write (with --split: the first N of it; default all of it)."
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "eval"),
+        help="Write (the first --n items of) this split of the disjoint train/eval pair a training run with this "
+        "config uses: data.num_train / data.num_eval items, the train split avoiding the held-out ones.",
+    )
+    parser.add_argument("--output", required=True, help="JSONL file to write.")
     parser.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="A generator option by name, the value in YAML (e.g. --option num_numbers=[3,4]); works for any task.",
+        help="A generator option by name, the value in YAML (e.g. --option num_numbers=[3,4]); works for any "
+        "task; the same as data.generator.KEY=VALUE.",
     )
-    parser.set_defaults(func=run)
+    aliases = ALIASES + option_aliases(generated_tasks())
+    add_config_options(parser, aliases, "YAML config whose data.* and seed apply.", "data.generator.max_blanks=6")
+    parser.set_defaults(func=run, aliases=aliases)
 
 
-def generator_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given on the command line; a flag that does not apply to the task is an error."""
-    options = load_task(args.task).options
-    given: dict[str, Any] = {}
-    for name, value in vars(args).items():
-        if not name.startswith("option_") or value is None:
+def generator_options(args: argparse.Namespace, task: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The config's generator options for `task`; an option flag the task does not declare is an error."""
+    declared = load_task(task).options
+    flags = {alias.key: alias.flag for alias in args.aliases}
+    adjusted = dict(options)
+    for key, value in given_aliases(args, args.aliases).items():
+        if not key.startswith(f"{GENERATOR}."):
             continue
-        option = name.removeprefix("option_")
-        if option not in options:
-            raise UserError(f"{_flag(option)}: not an option of the {args.task} generator")
+        option = key.removeprefix(f"{GENERATOR}.")
+        if option not in declared:
+            raise UserError(f"{flags[key]}: not an option of the {task} generator")
         # A flag shared with a task that takes a list collects a list; one value for this task's single option.
-        single = isinstance(value, list) and len(value) == 1 and not options[option].several
-        given[option] = value[0] if single else value
-    for text in args.option:
-        path, value = parse_override(text)
-        given[".".join(path)] = value
-    return given
+        if isinstance(value, list) and len(value) == 1 and not declared[option].several:
+            adjusted[option] = value[0]
+    return adjusted
+
+
+def _count(args: argparse.Namespace, size: int, field: str) -> int:
+    if args.n is None:
+        return size
+    if args.n > size:
+        raise UserError(f"--n {args.n}: the {args.split} split holds {field} = {size} items")
+    return args.n
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n < 1:
+    args.overrides = [*args.overrides, *(f"{GENERATOR}.{text}" for text in args.option)]
+    if args.n is not None and args.n < 1:
         raise UserError(f"--n {args.n}: must be at least 1")
-    options = generator_options(args)
     if args.split is None:
-        if args.n_eval is not None:
+        if args.n is None:
+            raise UserError("--n: required without --split")
+        if "data.num_eval" in given_aliases(args, args.aliases):
             raise UserError("--n-eval: only meaningful with --split")
-        items = generate(args.task, args.n, args.seed, **options)
+    config, _ = resolve_config(args, args.aliases)
+    data = config.data
+    options = generator_options(args, data.task, data.generator)
+    if args.split is None:
+        items = generate(data.task, args.n, config.seed, **options)
     elif args.split == "eval":
-        items = generate_split(args.task, 0, args.n, args.seed, **options)[1]
+        items = generate_split(data.task, 0, _count(args, data.num_eval, "data.num_eval"), config.seed, **options)[1]
     else:
-        if args.n_eval is None or args.n_eval < 1:
-            raise UserError("--split train: needs --n-eval (the held-out size the train items must avoid)")
-        items = generate_split(args.task, args.n, args.n_eval, args.seed, **options)[0]
+        n = _count(args, data.num_train, "data.num_train")
+        items = generate_split(data.task, n, data.num_eval, config.seed, **options)[0]
     path = write_jsonl(items, args.output)
-    print(f"wrote {len(items)} {args.task} items to {path}")
+    print(f"wrote {len(items)} {data.task} items to {path}")
     return 0

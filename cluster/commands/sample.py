@@ -1,9 +1,10 @@
-"""`agrpo sample`: run the diffusion sampler on prompts and write the completions as JSONL.
+"""`agrpo sample`: run the diffusion sampler on prompts; print the completions or write them as JSONL.
 
-The settings go through the same `SamplerConfig` schema as training, so a bad value is the same
-one-line error a config file would give. Each output line holds the prompt, the decoded completion
-(cut at the first EOS) and the token ids, so a user can look at what a checkpoint generates without
-starting a cluster.
+Settings are one config like every command's (`--config`, `key.sub=value` overrides, and flags that are
+aliases of `sampler.*`, `model.*` and `seed`), validated by the same schema as training, so a bad value is the
+same one-line error a config file would give; only the rules that concern RL training (e.g. temperature > 0)
+are left out. Each output line holds the prompt, the decoded completion (cut at the first EOS) and the token
+ids, so a user can look at what a checkpoint generates without starting a cluster.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
-from cluster.commands import add_loading_flags, loading_overrides
-from common.config import ModelConfig, SamplerConfig, format_validation_error
-from common.errors import ConfigError, DataError, UserError
-from common.model.block_families import declared_block_size
+from cluster.commands.checkpoints import resolve_model
+from cluster.commands.options import (
+    LOADING_ALIASES,
+    Alias,
+    add_config_options,
+    block_settings,
+    check_output_file,
+    merged_settings,
+    resolve_config,
+)
+from common.errors import DataError, UserError
 from common.model.loading import load_policy, mask_predictor_logits
 from rollout.sampler import sample_batches
 
@@ -34,12 +41,29 @@ SAMPLER_FLAGS = (
     "batch_size",
     "kv_cache",
 )
+ALIASES = (
+    Alias(
+        "--model",
+        "model.path",
+        help="`tiny` (the built-in model), a model directory, a checkpoint step-NNNNNNNN directory or a run "
+        "directory (its latest checkpoint).",
+    ),
+    Alias("--dtype", "model.dtype"),
+    *(Alias(f"--{name.replace('_', '-')}", f"sampler.{name}") for name in SAMPLER_FLAGS),
+    Alias("--no-early-exit", "sampler.early_exit", switch=False),
+    Alias("--seed", "seed"),
+    *LOADING_ALIASES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    defaults = SamplerConfig()
-    parser = sub.add_parser("sample", help="Sample completions for prompts with the diffusion sampler.")
-    parser.add_argument("--model", default="tiny", help="`tiny` (built-in, seed 0) or a checkpoint directory.")
+    parser = sub.add_parser(
+        "sample",
+        help="Sample completions for prompts with the diffusion sampler.",
+        description="Sample one completion per prompt with the diffusion sampler and print them (or write JSONL "
+        "with --output). Settings: --config (default: the built-in defaults), then KEY=VALUE overrides; each "
+        "flag below sets one config field. Every key: `agrpo config show --describe`.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", action="append", help="Prompt text; repeat for several prompts.")
     source.add_argument(
@@ -47,26 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="One prompt per line (blank lines skipped), or a .jsonl file whose lines hold a `prompt` field.",
     )
     parser.add_argument("--chat", action="store_true", help="Wrap each prompt in the tokenizer's chat template.")
-    for name in SAMPLER_FLAGS:
-        kind = str if name in ("remasking", "kv_cache") else type(getattr(defaults, name))
-        default, text = getattr(defaults, name), SamplerConfig.model_fields[name].description
-        if name == "block_length":
-            default, text = None, f"{text} Default: a block-causal model's block size, else --gen-length (one block)."
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
-    parser.add_argument("--no-early-exit", action="store_true", help="Sample every block even after all-EOS.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the sampler's random draws.")
     parser.add_argument("--device", default="auto", help="`auto` (CUDA if present), `cpu`, `cuda`, `cuda:1`...")
-    parser.add_argument("--dtype", default="auto", help="Parameter dtype: auto, float32, bfloat16 or float16.")
-    add_loading_flags(parser)
-    parser.add_argument("--output", required=True, help="JSONL file to write (parent folders are created).")
+    parser.add_argument(
+        "--output", default=None, help="JSONL file to write (parent folders are created); without it, print them."
+    )
+    add_config_options(parser, ALIASES, "YAML config whose model.*, sampler.* and seed apply.", "sampler.top_k=50")
     parser.set_defaults(func=run)
-
-
-def _validated(schema: type[SamplerConfig] | type[ModelConfig], section: str, values: dict[str, Any]) -> Any:
-    try:
-        return schema.model_validate(values)
-    except ValidationError as err:
-        raise ConfigError(f"{section}: {format_validation_error(err)}") from None
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -114,7 +124,7 @@ def _check_length(model: Any, prompts: list[list[int]], gen_length: int) -> None
     longest = max(len(p) for p in prompts)
     if limit is not None and longest + gen_length > limit:
         raise UserError(
-            f"--gen-length {gen_length}: longest prompt ({longest} tokens) + gen_length exceeds the "
+            f"sampler.gen_length = {gen_length}: longest prompt ({longest} tokens) + gen_length exceeds the "
             f"model's max_sequence_length = {limit}"
         )
 
@@ -131,40 +141,20 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _writable(output: Path) -> Path:
-    """Fail before minutes of sampling, not after, when the output cannot be written."""
-    if output.is_dir():
-        raise UserError(f"--output {output}: is a directory, expected a file path")
-    blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise UserError(f"--output {output}: {blocker} is a file, not a folder")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        existed = output.exists()
-        with output.open("a", encoding="utf-8"):
-            pass
-    except OSError as err:
-        raise UserError(f"--output {output}: cannot be written ({err.strerror})") from None
-    if not existed:
-        output.unlink()
-    return output
-
-
 def _completion_text(tokenizer: Any, ids: list[int], eos_id: int) -> tuple[str, int]:
     length = ids.index(eos_id) if eos_id in ids else len(ids)
     return tokenizer.decode(ids[:length], skip_special_tokens=True), length
 
 
 def run(args: argparse.Namespace) -> int:
-    sampler_values = {name: getattr(args, name) for name in SAMPLER_FLAGS}
-    sampler_values["early_exit"] = not args.no_early_exit
-    model_cfg = _validated(ModelConfig, "model", {"path": args.model, "dtype": args.dtype, **loading_overrides(args)})
-    if args.block_length is None:
-        sampler_values["block_length"] = declared_block_size(model_cfg) or args.gen_length
-    cfg = _validated(SamplerConfig, "sampler", sampler_values)
+    path = merged_settings(args, ALIASES)[0].get("model", {}).get("path", "tiny")
+    model_path = resolve_model("model.path", path).path
+    config, _ = resolve_config(args, ALIASES, settings=block_settings(args, ALIASES, model_path))
+    cfg = config.sampler
+    model_cfg = config.model.model_copy(update={"path": model_path})
     texts = args.prompt if args.prompt is not None else read_prompts(Path(args.prompt_file))
     device = _device(args.device)
-    output = _writable(Path(args.output))
+    output = check_output_file("--output", Path(args.output)) if args.output else None
 
     policy = load_policy(model_cfg, device=device)
     policy.model.eval()
@@ -177,22 +167,30 @@ def run(args: argparse.Namespace) -> int:
         policy.mask_id,
         policy.eos_id,
         policy.pad_id,
-        torch.Generator(device=device).manual_seed(args.seed),
+        torch.Generator(device=device).manual_seed(config.seed),
         banned_ids=policy.banned_ids,
         logits_fn=lambda ids, mask: mask_predictor_logits(policy, ids, mask),
         progress=True,
     )
-    with output.open("w", encoding="utf-8") as out:
-        for i, text in enumerate(texts):
-            ids = record.completion_ids[i].tolist()
-            completion, length = _completion_text(policy.tokenizer, ids, policy.eos_id)
-            row = {
+    rows = []
+    for i, text in enumerate(texts):
+        ids = record.completion_ids[i].tolist()
+        completion, length = _completion_text(policy.tokenizer, ids, policy.eos_id)
+        rows.append(
+            {
                 "prompt": text,
                 "text": completion,
                 "num_tokens": length,
                 "prompt_ids": record.prompt_ids[i].tolist(),
                 "completion_ids": ids,
             }
-            out.write(json.dumps(row) + "\n")
-    print(f"wrote {len(texts)} samples to {output}")
+        )
+    if output is None:
+        for i, row in enumerate(rows, start=1):
+            print(f"--- {i}/{len(rows)}: {row['prompt']!r} ({row['num_tokens']} tokens)")
+            print(row["text"])
+        return 0
+    with output.open("w", encoding="utf-8") as out:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"wrote {len(rows)} samples to {output}")
     return 0

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cluster.commands.options import Alias, add_config_options, resolve_config
+
+ALIASES = (Alias("--output", "sft.output"),)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -14,10 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "loss on the train split of data.*, then save it (safetensors + tokenizer). Settings: the sft.* "
         "section of the config (`agrpo config show`).",
     )
-    parser.add_argument("--config", default=None, help="YAML config (default: the built-in defaults).")
-    parser.add_argument("--output", default=None, help="Output directory (overrides sft.output).")
     parser.add_argument("--device", default="auto", help="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. sft.steps=200.")
+    add_config_options(parser, ALIASES, "YAML config (default: the built-in defaults).", "sft.steps=200")
     parser.set_defaults(func=run)
 
 
@@ -37,12 +39,9 @@ def pick_device(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from common.config import load_config
     from learner.sft import run_sft
 
-    config = load_config(args.config, args.overrides)
-    if args.output:
-        config.sft.output = args.output
+    config, _ = resolve_config(args, ALIASES, training=True)
     result = run_sft(config, device=pick_device(args.device), progress=True)
     tail = result.losses[-20:]
     print(f"sft: {len(result.losses)} steps, final loss {sum(tail) / len(tail):.4f}", file=sys.stderr)

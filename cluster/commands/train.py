@@ -5,25 +5,33 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from common.config import DEFAULT_RECIPE
+from cluster.commands.options import Alias, add_config_options, resolve_config
+from common.config import DEFAULT_RECIPE, read_yaml
 
 if TYPE_CHECKING:
     from cluster.train import RunSummary
+
+ALIASES = (
+    Alias("--resume", "checkpoint.resume", switch="auto", help="Continue from the latest checkpoint in run_dir."),
+    Alias(
+        "--overwrite",
+        "checkpoint.overwrite",
+        switch=True,
+        help="Start over in a run_dir that holds a run, deleting its outputs first.",
+    ),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train",
         help="Run AGRPO training on Ray (local cluster unless one is running).",
-        description="Train with the recipe (default: the embedded default) plus key.sub=value overrides. Every "
-        "key, its default and its description: `agrpo config show`; docs/training.md and docs/operations.md.",
+        description="Train with the recipe (default: the embedded default) plus key.sub=value overrides; a list "
+        "item by its index, e.g. rewards.plugins.0.weight=0.5. Every key with its value and description: "
+        "`agrpo config show --describe [--config FILE]`; docs/training.md, docs/operations.md, and "
+        "docs/config-mapping.md (the same keys in TRL, verl and OpenRLHF).",
     )
-    parser.add_argument("--config", default=None, help=f"YAML recipe (default: {DEFAULT_RECIPE.name}).")
-    parser.add_argument("--resume", action="store_true", help="Continue from the latest checkpoint in run_dir.")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="Start over in a run_dir that holds a run (checkpoint.overwrite)."
-    )
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. learner.steps=50.")
+    add_config_options(parser, ALIASES, f"YAML recipe (default: {DEFAULT_RECIPE.name}).", "learner.steps=50")
     parser.set_defaults(func=run)
 
 
@@ -45,13 +53,8 @@ def summary_text(summary: RunSummary) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cluster.train import train
-    from common.config import load_config
+    config, _ = resolve_config(args, ALIASES, read_yaml(DEFAULT_RECIPE), str(DEFAULT_RECIPE), training=True)
+    from cluster.train import train  # after the config: a config error comes before the driver's imports
 
-    overrides = [
-        *args.overrides,
-        *(["checkpoint.resume=auto"] if args.resume else []),
-        *(["checkpoint.overwrite=true"] if args.overwrite else []),
-    ]
-    print(summary_text(train(load_config(args.config or DEFAULT_RECIPE, overrides))))
+    print(summary_text(train(config)))
     return 0

@@ -364,3 +364,19 @@ def _special_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, whe
                 f"model.path {where}: {name} token id {value} is outside the model's {rows} embeddings"
             )
     return mask_id, eos_id, pad_id
+
+
+@contextmanager
+def no_transformers_progress() -> Iterator[None]:
+    """transformers draws its own bars ("Writing model shards" in `save_pretrained`, "Loading weights" in
+    `from_pretrained`); from a Ray actor they reach the driver's log as lines of their own and break the
+    training bar at every checkpoint and every worker restart."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

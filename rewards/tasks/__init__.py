@@ -80,6 +80,7 @@ def _task(name: str, path: str, module: ModuleType) -> Task:
         options=options,
         item_key=functions.get("item_key"),
         perturb=functions.get("perturb"),
+        accuracy_name=str(getattr(module, "ACCURACY_NAME", "accuracy")),
     )
 
 

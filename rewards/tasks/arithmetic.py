@@ -27,14 +27,15 @@ D1_CORRECT, D1_ATTEMPT = 1.0, 0.1
 AGRPO_CORRECT = 3.0
 FORMS = ("a+b", "a-b", "a*b", "a*b+c", "a*b-c", "a+b*c")
 WRONG_OFFSETS = (-2, -1, 1, 2)
+MAX_NUMBER = 10**9 - 1
 
 FIELDS, COLUMNS, check_row = gsm8k.FIELDS, gsm8k.COLUMNS, gsm8k.check_row
 
 # --- generator
 
 OPTIONS = {
-    "min_number": Option(0, "smallest number"),
-    "max_number": Option(9, "largest number"),
+    "min_number": Option(0, "smallest number", low=0, high=MAX_NUMBER),
+    "max_number": Option(9, "largest number", low=0, high=MAX_NUMBER),
     "forms": Option(FORMS, "expression forms, e.g. a+b a*b-c", type=str, several=True),
 }
 

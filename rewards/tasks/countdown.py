@@ -32,6 +32,9 @@ from rewards.types import RewardResult
 D1_CORRECT, D1_ATTEMPT = 1.0, 0.1
 AGRPO_CORRECT = 3.0
 MAX_MISSES = 2000
+MAX_NUMBERS = 16
+MAX_NUMBER = 10**9 - 1
+MAX_TARGET = 10**12 - 1
 _LHS_CHARS = frozenset("0123456789+-*/() \t\n")
 _EXPR_PIECES = re.compile(r"\d+|\D")
 _OPERATORS = "+-*/"
@@ -58,11 +61,11 @@ def _numbers(value: Any) -> list[int]:
         value = value.tolist()
     if isinstance(value, str):
         value = [part for part in re.split(r"[\s,\[\]]+", value) if part]
-    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 16:
-        raise RowError(f"numbers {value!r} is not a list of 1 to 16 integers")
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_NUMBERS:
+        raise RowError(f"numbers {value!r} is not a list of 1 to {MAX_NUMBERS} integers")
     numbers = [_int(v, "number") for v in value]
-    if any(not 0 <= n < 10**9 for n in numbers):
-        raise RowError(f"numbers {numbers}: each must be in 0..999999999")
+    if any(not 0 <= n <= MAX_NUMBER for n in numbers):
+        raise RowError(f"numbers {numbers}: each must be in 0..{MAX_NUMBER}")
     return numbers
 
 
@@ -73,11 +76,13 @@ def check_row(found: dict[str, Any]) -> dict[str, Any]:
 # --- generator
 
 OPTIONS = {
-    "num_numbers": Option(3, "how many numbers; several values mix sizes (e.g. 3 4)", several=True),
-    "min_number": Option(1, "smallest number"),
-    "max_number": Option(100, "largest number"),
-    "min_target": Option(1, "smallest target"),
-    "max_target": Option(1000, "largest target"),
+    "num_numbers": Option(
+        3, "how many numbers; several values mix sizes (e.g. 3 4)", several=True, low=2, high=MAX_NUMBERS
+    ),
+    "min_number": Option(1, "smallest number", low=0, high=MAX_NUMBER),
+    "max_number": Option(100, "largest number", low=0, high=MAX_NUMBER),
+    "min_target": Option(1, "smallest target", low=0, high=MAX_TARGET),
+    "max_target": Option(1000, "largest target", low=0, high=MAX_TARGET),
 }
 
 

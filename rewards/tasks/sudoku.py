@@ -35,6 +35,7 @@ MAX_MISSES = 2000
 _SIXTEEN_DIGITS = re.compile(r"(?<!\d)\d{16}(?!\d)")
 
 FIELDS = ("puzzle", "solution")
+ACCURACY_NAME = "cell accuracy"
 COLUMNS = {"puzzle": ("puzzle", "Puzzle"), "solution": ("solution", "Solution")}
 
 

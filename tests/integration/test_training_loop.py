@@ -86,6 +86,7 @@ def test_two_workers_two_ranks_end_on_learner_weights(local_ray, tmp_path: Path,
         assert gate.histogram.get(1, 0) > 0, "with staleness 1 later batches overlap the update"
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == [1, 2, 3]
+    assert all(0 <= line["staleness_mean"] <= staleness for line in lines), [line["staleness_mean"] for line in lines]
     assert [s.version for s in run.broadcaster.history] == [0, 1, 2, 3]
     assert (tmp_path / "config.yaml").is_file()
     assert (tmp_path / "checkpoints" / "step-00000003" / "manifest.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,8 +146,9 @@ def test_eval_sampler_rejects_a_schedule_that_does_not_divide() -> None:
     ("args", "message"),
     [
         (["--checkpoint", "/nonexistent/ckpt", "--task", "countdown"], "--checkpoint /nonexistent/ckpt: directory"),
-        (["--checkpoint", "tiny", "--task", "chess"], "task 'chess': unknown"),
-        (["--checkpoint", "tiny"], "--task: required"),
+        (["--checkpoint", "tiny", "--task", "chess"], "data.task = 'chess': unknown"),
+        (["--checkpoint", "tiny", "--n", "4", "evaluation.num_items=5"], "--n and evaluation.num_items=5: both set"),
+        (["--checkpoint", "tiny", "--steps", "4", "sampler.steps=8"], "--steps and sampler.steps=8: both set"),
         (
             [
                 "--checkpoint",
@@ -160,11 +162,12 @@ def test_eval_sampler_rejects_a_schedule_that_does_not_divide() -> None:
                 "--steps",
                 "3",
             ],
-            "steps = 3: must be divisible by the number of blocks",
+            "sampler.steps = 3: must be divisible by the number of blocks",
         ),
         (["--checkpoint", "tiny", "--task", "countdown", "--steps", "4,x"], "--steps '4,x': must be"),
-        (["--checkpoint", "tiny", "--task", "countdown", "--template", "chat"], "--template 'chat'"),
-        (["--checkpoint", "tiny", "--task", "gsm8k"], "--task gsm8k: has no generator"),
+        (["--checkpoint", "tiny", "--task", "countdown", "--steps", "0,4"], "--steps '0,4': every step count"),
+        (["--checkpoint", "tiny", "--task", "countdown", "--template", "chat"], "data.template = 'chat'"),
+        (["--checkpoint", "tiny", "--task", "gsm8k"], "data.task = 'gsm8k': has no generator"),
         (["--checkpoint", "tiny", "--task", "countdown", "--baseline", "/nonexistent/b"], "--baseline /nonexistent/b"),
         (["--checkpoint", "tiny", "--task", "countdown", "--data", "/nonexistent.jsonl"], "--data /nonexistent.jsonl"),
     ],
@@ -206,6 +209,7 @@ def test_remote_code_checkpoint_evaluates_with_the_flag(tmp_path: Path, capsys: 
     model_dir.mkdir()
     write_toy_remote_dir(model_dir)
     args = ["--checkpoint", str(model_dir), "--task", "arithmetic", "--gen-length", "8", "--steps", "4", "--n", "4"]
+    args += ["--block-length", "8"]
     code, _, err = _eval([*args, "--output", str(tmp_path / "ev")], capsys)
     assert code == 2 and "set model.trust_remote_code=true" in err
     code, _, _ = _eval([*args, "--output", str(tmp_path / "ev"), "--trust-remote-code", "--logits-shift"], capsys)
@@ -252,3 +256,42 @@ def test_block_checkpoint_evaluates_in_its_own_blocks(tmp_path: Path, capsys: py
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert report["settings"]["block_length"] == 4 and report["settings"]["kv_cache"] == "auto"
     assert report["results"][0]["n"] == 4
+
+
+def _fake_run(root: Path, checkpoint: Path, steps: tuple[int, ...]) -> Path:
+    """A run directory as training leaves it: config.yaml and checkpoints/step-N/{model/, driver.json, manifest}."""
+    config = yaml.safe_load((checkpoint / "sft_config.yaml").read_text())
+    run = root / "myrun"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for step in steps:
+        step_dir = run / "checkpoints" / f"step-{step:08d}"
+        shutil.copytree(checkpoint, step_dir / "model")
+        (step_dir / "driver.json").write_text(json.dumps({"step": step, "config": yaml.safe_dump(config)}))
+        (step_dir / "manifest.json").write_text("{}")
+    (run / "checkpoints" / f"step-{max(steps) + 1:08d}").mkdir()  # half-written: no manifest, never chosen
+    return run
+
+
+def test_run_and_step_directories_evaluate_their_checkpoint(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = _fake_run(tmp_path, checkpoint, (2, 4))
+    step = run / "checkpoints" / "step-00000002"
+    for given, label, model in ((run, "myrun step 4", "step-00000004"), (step, "myrun step 2", "step-00000002")):
+        out = tmp_path / f"ev-{label[-1]}"
+        code, stdout, _ = _eval(["--checkpoint", str(given), "--steps", "4", "--n", "5", "--output", str(out)], capsys)
+        assert code == 0, stdout
+        report = json.loads((out / "eval.json").read_text())
+        assert report["label"] == label and Path(report["model"]) == run / "checkpoints" / model / "model"
+        assert report["config"] == str(run / "checkpoints" / model / "driver.json")
+        assert report["task"] == "arithmetic" and report["settings"]["gen_length"] == 8  # the run's own config
+        assert report["n"] == 5 and f"evaluating {label}" in stdout
+
+
+def test_a_run_directory_without_a_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    code, _, err = _eval(["--checkpoint", str(tmp_path / "run")], capsys)
+    assert code == 2 and "a run directory without a complete checkpoint" in err and err.count("\n") == 1
+    code, _, err = _eval(["--checkpoint", str(tmp_path)], capsys)
+    assert code == 2 and "not a model directory (no config.json), a checkpoint" in err

@@ -1,6 +1,6 @@
 """CollapseGuard: windowed success rate against its best, quiet at the start and while healthy."""
 
-from cluster.collapse import CollapseGuard
+from cluster.collapse import CollapseGuard, divergence
 
 
 def test_healthy_and_noisy_runs_pass() -> None:
@@ -35,3 +35,13 @@ def test_state_round_trip_resumes_the_same_decisions() -> None:
     b = CollapseGuard(window=3, ratio=0.3)
     b.load_state_dict(a.state_dict())
     assert [a.update(r) for r in [0.0, 0.0]] == [b.update(r) for r in [0.0, 0.0]]
+
+
+def test_divergence_is_a_non_finite_loss_or_gradient_norm() -> None:
+    assert divergence({"loss": 0.3, "grad_norm": 12.0, "success_rate": 0.0}) is None
+    assert divergence({"skipped": "1 groups for 2 learner ranks"}) is None  # a step without an update
+    assert divergence({"loss": float("nan"), "grad_norm": 1.0}) == "the learner diverged (loss = nan)"
+    assert (
+        divergence({"loss": float("inf"), "grad_norm": float("nan")})
+        == "the learner diverged (loss = inf, grad_norm = nan)"
+    )

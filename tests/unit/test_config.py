@@ -111,3 +111,72 @@ def test_cli_show_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert err.count("\n") == 0
     assert "sampler.block_length = 5" in err
     assert "Traceback" not in err
+
+
+def test_overrides_index_lists(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("rewards:\n  plugins:\n    - name: countdown\n    - name: countdown\n      weight: 2.0\n")
+    config = load_config(recipe, ["rewards.plugins.1.weight=0.5", "rewards.plugins.0.kwargs.x=1"])
+    assert [p.weight for p in config.rewards.plugins] == [1.0, 0.5]
+    assert config.rewards.plugins[0].kwargs == {"x": 1}
+    # A list the file does not spell out starts as the schema's default, so an index means the same item.
+    config = load_config(None, ["learner.betas.1=0.95", "learner.lora.target_modules.0=wq"])
+    assert config.learner.betas == (0.9, 0.95)
+    assert config.learner.lora.target_modules[:2] == ["wq", "k_proj"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "rewards.plugins.0.weight=1",
+            "rewards.plugins is none, so it has no item 0; set the whole list, e.g. rewards.plugins=[...]",
+        ),
+        ("learner.betas.2=0.5", "learner.betas has 2 item(s), so no item 2 (set the whole list to add items)"),
+        ("learner.betas.first=0.5", "learner.betas is a list; index it with 0..1, not 'first'"),
+        ("seed.0=1", "seed is a value, not a section or a list"),
+    ],
+)
+def test_list_index_errors_are_one_line(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == f"override {override!r}: {expected}"
+    assert "\n" not in str(info.value)
+
+
+def test_describe_writes_every_description_and_loads_back(tmp_path: Path) -> None:
+    from common.config import DEFAULT_RECIPE
+    from common.config_describe import describe_config
+
+    config = load_config(DEFAULT_RECIPE)
+    text = describe_config(config)
+    comments = " ".join(line.strip().removeprefix("#").strip() for line in text.splitlines() if "#" in line)
+
+    def walk(model: type) -> None:
+        for field in model.model_fields.values():
+            first = " ".join(field.description.split())[:40]
+            assert first in " ".join(comments.split()), first
+            inner = field.annotation
+            if isinstance(inner, type) and issubclass(inner, Config.__mro__[1]):
+                walk(inner)
+
+    walk(Config)
+    path = tmp_path / "described.yaml"
+    path.write_text(text)
+    assert load_config(path) == config
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_cli_show_describe(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--describe", "learner.lr=1e-5"]) == 0
+    out = capsys.readouterr().out
+    assert "  # Peak AdamW learning rate (at most 1).\n  lr: 1.0e-05\n" in out
+    assert "# - weight: Weight in the combined reward." in out
+
+
+def test_training_rules_apply_to_training_only() -> None:
+    with pytest.raises(ConfigError, match="training rollouts need temperature > 0"):
+        load_config(None, ["sampler.temperature=0"])
+    assert load_config(None, ["sampler.temperature=0", "algorithm.k=40"], training=False).sampler.temperature == 0
+    with pytest.raises(ConfigError, match="sampler.block_length = 7"):
+        load_config(None, ["sampler.block_length=7"], training=False)

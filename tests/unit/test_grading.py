@@ -42,3 +42,18 @@ def test_the_reward_comes_with_the_grade_when_a_scheme_is_given() -> None:
 def test_mismatched_lengths_are_refused() -> None:
     with TimedGrader("gsm8k") as grader, pytest.raises(ValueError, match="2 completions but 1 references"):
         grader.grade(["a", "b"], [{"answer": "1"}])
+
+
+def test_a_grading_child_that_cannot_start_is_an_error_not_zero_accuracy(tmp_path) -> None:
+    """A script without a main guard cannot start forkserver children; its items must not all grade wrong."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from rewards.grading import grade_items\n"
+        "print(grade_items('arithmetic', ['<answer>3</answer>'], [{'question': '1+2', 'answer': '3'}]))\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "guard its entry point with `if __name__ == '__main__':`" in run.stderr

@@ -10,7 +10,21 @@ import pytest
 
 import cluster.cli as cli
 from common.errors import DataError
-from common.plots import RUN_PLOTS, moving_average, plot_run, read_metrics, series
+from common.plots import (
+    RUN_PLOTS,
+    RunName,
+    frontier_figure,
+    learner_figure,
+    model_label,
+    moving_average,
+    plot_run,
+    read_metrics,
+    reward_accuracy_figure,
+    run_name,
+    series,
+    time_figure,
+    wilson_interval,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,6 +47,20 @@ def _write_metrics(run_dir: Path, steps: int = 60, keys: tuple[str, ...] | None 
             "staleness_mean": step % 2,
             "sync_seconds": 0.01 * (1 + step % 3),
             "sync_bytes_per_s": 5e8,
+            "lr": 2e-4 * min(1.0, step / 5),
+            "clip_fraction": 0.02 * (step % 4),
+            "zero_variance_fraction": 0.5 - 0.3 * step / steps,
+            "kl": 0.001 * step,
+            "rollout_mismatch_max": 1e-3 * (1 + math.sin(step)),
+            "policy_drift_max": 0.3 + 0.1 * math.sin(step),
+            "reward_std": 0.3 + 0.05 * math.cos(step),
+            "completion_length": 18.0 - 4 * step / steps,
+            "timesteps_per_s": 400.0 + 10 * math.sin(step),
+            "step_seconds": 2.0 + 0.1 * (step % 5),
+            "seconds_rollout": 0.4,
+            "seconds_reward": 0.05,
+            "seconds_learner": 1.3,
+            "seconds_weight_sync": 0.02,
         }
         if step % 10 == 0:
             record["accuracy"] = 0.2 + 0.5 * step / steps
@@ -45,7 +73,7 @@ def _write_metrics(run_dir: Path, steps: int = 60, keys: tuple[str, ...] | None 
     return path
 
 
-def test_synthetic_metrics_give_the_four_pngs(tmp_path: Path) -> None:
+def test_synthetic_metrics_give_every_png(tmp_path: Path) -> None:
     _write_metrics(tmp_path / "run")
     paths, skipped = plot_run(tmp_path / "run")
     assert [p.name for p in paths] == list(RUN_PLOTS)
@@ -92,7 +120,7 @@ def test_bad_lines_are_reported_not_dropped_silently(tmp_path: Path, capsys: pyt
     assert cli.main(["plot", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
     assert f"{path}:5: not valid JSON" in captured.err and f"{path}:6: not an object" in captured.err
-    assert f"wrote 4 plots to {tmp_path / 'run' / 'plots'}" in captured.out
+    assert f"wrote {len(RUN_PLOTS)} plots to {tmp_path / 'run' / 'plots'}" in captured.out
 
 
 @pytest.mark.parametrize(
@@ -127,3 +155,83 @@ def test_plot_help(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["plot", "--help"])
     assert exit_info.value.code == 0 and "RUN_DIR" in capsys.readouterr().out
+
+
+def _legend(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [] if legend is None else [t.get_text() for t in legend.get_texts()]
+
+
+def test_figures_name_the_run_and_task_and_keep_one_unit_per_axis(tmp_path: Path) -> None:
+    path = _write_metrics(tmp_path / "gsm-lr3")
+    (tmp_path / "gsm-lr3" / "config.yaml").write_text("data:\n  task: sudoku\n")
+    records, _ = read_metrics(path)
+    name = run_name(tmp_path / "gsm-lr3", "cell accuracy")
+    assert name == RunName("gsm-lr3", "sudoku", "cell accuracy")
+
+    fig = reward_accuracy_figure(records, name)
+    left = fig.axes[0]
+    assert left.get_title() == "gsm-lr3 (sudoku): reward and accuracy"
+    assert (left.get_ylabel(), fig.axes[1].get_ylabel()) == ("reward", "fraction")
+    assert "held-out cell accuracy" in _legend(left)
+
+    fig = learner_figure(records, name)
+    assert fig._suptitle.get_text() == "gsm-lr3 (sudoku): learner"
+    units = {ax.get_ylabel(): _legend(ax) for ax in fig.axes}
+    assert units["fraction"] == ["clipped tokens", "zero-variance groups"]
+    assert units["nats per token"] == ["KL to the reference", "rollout/learner mismatch (max)", "policy drift (max)"]
+    assert units["reward"] == ["reward mean", "reward std"]
+    assert units["tokens"] == ["completion length (before EOS)"]
+    assert {"loss", "gradient norm", "learning rate", "timesteps per second"} <= set(units)
+
+    fig = time_figure(records, name)
+    assert len(fig.axes) == 1 and fig.axes[0].get_ylabel() == "seconds"
+    assert _legend(fig.axes[0]) == [
+        "whole step",
+        "rollout (waiting for the batch)",
+        "reward",
+        "learner update",
+        "weight sync",
+    ]
+
+
+def test_a_run_without_config_is_named_by_its_directory(tmp_path: Path) -> None:
+    _write_metrics(tmp_path / "plain", steps=3)
+    assert run_name(tmp_path / "plain") == RunName("plain", None, "accuracy")
+    assert RunName("plain").title("learner") == "plain: learner"
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(0.5, 100)
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+    assert wilson_interval(0.0, 20)[0] == 0.0 and wilson_interval(0.0, 20)[1] > 0.1
+    assert wilson_interval(1.0, 20)[1] == 1.0 and wilson_interval(1.0, 20)[0] < 0.9
+    wide, narrow = wilson_interval(0.3, 10), wilson_interval(0.3, 1000)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+
+
+def test_models_are_labelled_by_run() -> None:
+    assert model_label("runs/gsm/checkpoints/step-00000200/model") == "gsm step 200"
+    assert model_label("runs/gsm/checkpoints/step-00000200") == "gsm step 200"
+    assert model_label("runs/base-sudoku") == "base-sudoku"
+    assert model_label("tiny") == "tiny"
+
+
+def test_frontier_labels_runs_shows_intervals_and_says_cell_accuracy() -> None:
+    report = {
+        "checkpoint": "runs/gsm/checkpoints/step-00000200/model",
+        "task": "sudoku",
+        "accuracy_name": "cell accuracy",
+        "n": 50,
+        "settings": {"gen_length": 32, "block_length": 32},
+        "results": [{"steps": 4, "accuracy": 0.2, "n": 50}, {"steps": 16, "accuracy": 0.6, "n": 50}],
+        "baseline": {"label": "base-sudoku", "results": [{"steps": 4, "accuracy": 0.1, "n": 50}]},
+    }
+    ax = frontier_figure(report).axes[0]
+    assert _legend(ax) == ["gsm step 200", "base-sudoku"]
+    assert ax.get_ylabel() == "cell accuracy (%)" and ax.get_title().startswith("sudoku: cell accuracy vs")
+    bars = [c for c in ax.containers if c.has_yerr]
+    assert len(bars) == 2
+    segments = bars[0].lines[2][0].get_segments()
+    low, high = wilson_interval(0.2, 50)
+    assert segments[0][0][1] == pytest.approx(100 * low) and segments[0][1][1] == pytest.approx(100 * high)

@@ -63,10 +63,11 @@ def test_prompt_files_text_and_jsonl(tmp_path: Path):
     ("extra", "expected"),
     [
         (["--block-length", "5"], "block_length = 5: must divide gen_length = 16"),
-        (["--top-p", "1.5"], "sampler: top_p = 1.5"),
-        (["--remasking", "best"], "sampler: remasking = 'best'"),
-        (["--dtype", "float8"], "model: dtype = 'float8'"),
-        (["--model", "/nonexistent/model"], "/nonexistent/model: directory not found"),
+        (["--top-p", "1.5"], "overrides: sampler.top_p = 1.5"),
+        (["--remasking", "best"], "overrides: sampler.remasking = 'best'"),
+        (["--dtype", "float8"], "overrides: model.dtype = 'float8'"),
+        (["--model", "/nonexistent/model"], "model.path /nonexistent/model: directory not found"),
+        (["--block-length", "8", "sampler.block_length=4"], "--block-length and sampler.block_length=4: both set"),
         (["--device", "gpu"], "--device gpu: not a device name"),
     ],
 )
@@ -128,3 +129,40 @@ def test_block_checkpoint_samples_in_its_own_blocks_with_and_without_the_cache(t
     assert all(len(r["completion_ids"]) == 16 for r in outs[0])
     code = main([*argv, *greedy, "--block-length", "8", "--device", "cpu", "--output", str(tmp_path / "x.jsonl")])
     assert code == 2
+
+
+def test_without_output_the_completions_are_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    argv = ["sample", "--prompt", "1+1=", "--prompt", "2+2=", *FAST, "--seed", "3"]
+    assert main([*argv, "--output", str(tmp_path / "o.jsonl")]) == 0
+    rows = _rows(tmp_path / "o.jsonl")
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for i, row in enumerate(rows, start=1):
+        assert f"--- {i}/2: {row['prompt']!r} ({row['num_tokens']} tokens)\n{row['text']}\n" in out
+    assert "wrote 2 samples" not in out and [p.name for p in tmp_path.iterdir()] == ["o.jsonl"]
+
+
+def test_a_config_file_and_greedy_sampling(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Temperature 0 is refused for training rollouts, not for sampling; the file's values are the defaults."""
+    config = tmp_path / "c.yaml"
+    config.write_text("sampler:\n  gen_length: 16\n  block_length: 8\n  steps: 4\n  temperature: 0\n")
+    out = tmp_path / "o.jsonl"
+    argv = [
+        "sample",
+        "--config",
+        str(config),
+        "--prompt",
+        "1+1=",
+        "--device",
+        "cpu",
+        "sampler.remasking=low_confidence",
+    ]
+    assert main([*argv, "--output", str(out)]) == 0
+    again = tmp_path / "again.jsonl"
+    assert main([*argv, "--seed", "9", "--output", str(again)]) == 0
+    assert _rows(out) == _rows(again), "greedy sampling does not depend on the seed"
+    assert len(_rows(out)[0]["completion_ids"]) == 16

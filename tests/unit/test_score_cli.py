@@ -87,11 +87,17 @@ def test_sudoku_accuracy_is_over_cells(tmp_path: Path, capsys: pytest.CaptureFix
         (["generate", "--task", "sudoku", "--n", "2", "--output", "x.jsonl", "--min-number", "1"], "--min-number"),
         (["generate", "--task", "sudoku", "--n", "2", "--output", "x.jsonl", "--max-blanks", "14"], "max_blanks"),
         (["generate", "--task", "countdown", "--n", "0", "--output", "x.jsonl"], "--n 0"),
-        (["generate", "--task", "countdown", "--n", "3", "--split", "train", "--output", "x.jsonl"], "--n-eval"),
+        (["generate", "--task", "countdown", "--n", "3", "--n-eval", "5", "--output", "x.jsonl"], "--n-eval: only"),
+        (["generate", "--split", "eval", "--n", "3000", "--output", "x.jsonl"], "holds data.num_eval = 2000 items"),
+        (["generate", "--output", "x.jsonl"], "--n: required without --split"),
     ],
 )
-def test_bad_input_is_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+def test_bad_input_is_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
+    assert not (tmp_path / "x.jsonl").exists()
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -151,8 +157,8 @@ def test_protocol_d1_reads_as_d1s_parser(tmp_path: Path, capsys: pytest.CaptureF
     ("extra", "message"),
     [
         (["--task", "arithmetic", "--protocol", "d1"], "d1's evaluation parser grades only gsm8k, math, countdown"),
-        (["--task", "gsm8k", "--grade-timeout", "0"], "--grade-timeout 0: must be a positive number of seconds"),
-        (["--task", "gsm8k", "--grade-timeout", "nan"], "--grade-timeout nan: must be a positive number of seconds"),
+        (["--task", "gsm8k", "--grade-timeout", "0"], "rewards.grade_timeout_s = 0: Input should be greater than 0"),
+        (["--task", "gsm8k", "--grade-timeout", "nan"], "rewards.grade_timeout_s = 'nan': Input should be a finite"),
     ],
 )
 def test_bad_protocol_or_limit_is_one_line(
@@ -162,3 +168,58 @@ def test_bad_protocol_or_limit_is_one_line(
     assert cli.main(["score", "--input", str(path), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_output_has_a_score_and_a_reason_for_every_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _rows(
+        tmp_path / "g.jsonl",
+        [
+            {"completion": "<answer>18</answer>", "answer": "18"},
+            {"completion": "<answer>17</answer>", "answer": 18},
+            {"completion": "<answer>1</answer>"},
+            {"completion": 5, "answer": "5"},
+        ],
+    )
+    out = tmp_path / "scores.jsonl"
+    assert cli.main(["score", "--task", "gsm8k", "--input", str(path), "--output", str(out)]) == 0
+    assert f"wrote a score and a reason for each of 4 rows to {out}" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["row"], r["line"], r["status"]) for r in rows] == [
+        (f"{path}:1", 1, "correct"),
+        (f"{path}:2", 2, "wrong"),
+        (f"{path}:3", 3, "skipped"),
+        (f"{path}:4", 4, "error"),
+    ]
+    assert rows[0]["correct"] == rows[0]["total"] == 1.0 and rows[0]["reward"] == 2.5
+    assert rows[0]["reason"].startswith("correct: 1 of 1 under the agrpo grader; reward 2.5 (")
+    assert rows[1]["correct"] == 0.0 and rows[1]["reason"].startswith("wrong: 0 of 1 under the agrpo grader")
+    assert rows[2]["reason"].startswith("not scored (missing field 'answer'") and rows[2]["reward"] is None
+    assert rows[3]["reason"] == "not scored (completion is int, not text)"
+
+
+def test_sudoku_rows_are_partial(tmp_path: Path) -> None:
+    puzzle, solution = "3102200002100320", "3142243142131324"
+    path = _rows(
+        tmp_path / "s.jsonl",
+        [{"completion": f"<answer>{solution[:-1]}1</answer>", "puzzle": puzzle, "solution": solution}],
+    )
+    out = tmp_path / "o.jsonl"
+    assert cli.main(["score", "--task", "sudoku", "--input", str(path), "--output", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert row["status"] == "partial" and (row["correct"], row["total"]) == (7.0, 8.0)
+    assert row["reason"].startswith("partial: 7 of 8 under the agrpo grader")
+
+
+def test_generate_split_matches_training(tmp_path: Path) -> None:
+    """--split with a recipe writes exactly the items of that split a training run with the recipe uses."""
+    from common.config import DEFAULT_RECIPE, load_config
+    from rewards.data import load_task_items
+
+    config = load_config(DEFAULT_RECIPE, ["data.num_eval=30", "data.num_train=50"], training=False)
+    argv = ["generate", "--config", str(DEFAULT_RECIPE), "data.num_eval=30", "data.num_train=50"]
+    for split, n in (("eval", None), ("train", None), ("eval", 7)):
+        out = tmp_path / f"{split}-{n}.jsonl"
+        assert cli.main([*argv, "--split", split, *(["--n", str(n)] if n else []), "--output", str(out)]) == 0
+        written = [json.loads(line) for line in out.read_text().splitlines()]
+        expected = load_task_items(config.data, split, config.seed)
+        assert written == expected[: n or len(expected)]
