@@ -153,8 +153,6 @@ def agrpo_pairs_loss(
     scorer = PairScorer(block, composite, pad_id)
     correction = correction or Correction()
     old_policy = old_policy or OldPolicy.all_fresh(batch.size)
-    fresh = torch.from_numpy(np.asarray(old_policy.fresh, dtype=bool)).to(device)
-    recomputed = None if old_policy.logprob is None else old_policy.logprob.to(device)
     rows_np, steps_np = rows.cpu().numpy(), steps.cpu().numpy()
     adv = advantages.to(device, torch.float32)
     weights = coef.to(device, torch.float32)
@@ -169,13 +167,7 @@ def agrpo_pairs_loss(
         behaviour = step_tokens.behaviour_logprob.to(device)
         pair = step_tokens.token_pair.to(device)
         trajectory = rows[chunk].to(device)[pair]
-        token_fresh = fresh[trajectory]
-        old = logprob.detach()
-        if recomputed is not None:
-            stored = recomputed[pair + chunk.start, step_tokens.token_pos.to(device)]
-            old = torch.where(token_fresh, old, stored)
-        else:
-            old = torch.where(token_fresh, old, torch.full_like(old, float("nan")))
+        old = old_policy.for_tokens(logprob.detach(), trajectory, pair + chunk.start, step_tokens.token_pos)
         known = ~torch.isnan(old)
         anchor = torch.where(known, old, behaviour) if correction.corrects else behaviour
         weight, adjusted = importance_weights(old - behaviour, known, trajectory, correction)

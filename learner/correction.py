@@ -102,6 +102,17 @@ class OldPolicy:
     def all_fresh(cls, size: int) -> OldPolicy:
         return cls(np.ones(size, dtype=bool))
 
+    def for_tokens(
+        self, own: torch.Tensor, trajectory: torch.Tensor, pair: torch.Tensor, position: torch.Tensor
+    ) -> torch.Tensor:
+        """pi_old of a micro-batch's tokens: `own` (the loss pass's log-probs, detached) where the trajectory is
+        fresh, the recomputed value (at its pair and completion position) elsewhere, NaN where unknown."""
+        fresh = torch.from_numpy(np.asarray(self.fresh, dtype=bool)).to(own.device)[trajectory]
+        if self.logprob is None:
+            return torch.where(fresh, own, torch.full_like(own, float("nan")))
+        other = self.logprob[pair.cpu(), position.cpu()].to(own.device)
+        return torch.where(fresh, own, other)
+
 
 @dataclass
 class MismatchStats:
