@@ -1,6 +1,6 @@
 # Two entry points: `make train` (set up, then run the main job) and `make test` (set up, then test).
 # Setup creates .venv once and reinstalls only when pyproject.toml or constraints.txt change.
-# torch is pinned to the CPU wheel here (constraints.txt); GPU machines use `pip install -e .[gpu]`.
+# torch is pinned to the CPU wheel here (constraints.txt); GPU machines bring their CUDA torch, then `pip install -e .`.
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "==> setting up $(VENV) (CPU torch from constraints.txt)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,trackers]'
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e $(EXAMPLE_PLUGIN)
 	# setuptools leaves agrpo.egg-info here; it would shadow the installed metadata (entry points) for code run from here.
 	rm -rf agrpo.egg-info

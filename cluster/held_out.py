@@ -7,6 +7,7 @@ reported final accuracy is the mean of the last three evaluations (one evaluatio
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ray
@@ -36,14 +37,19 @@ def held_out_items(config: Config) -> list[dict[str, Any]]:
 
 class HeldOutEvaluator:
     def __init__(
-        self, config: Config, worker: Any, items: list[dict[str, Any]], history: list[list[float]] | None = None
+        self,
+        config: Config,
+        worker: Any,
+        items: list[dict[str, Any]],
+        metrics: RoleMetrics,
+        history: list[list[float]] | None = None,
     ) -> None:
         self.config = config
         self.worker = worker
         self.items = items
         self.sampler = config.evaluation.sampler(config.sampler).model_dump(mode="json")
         self.history: list[list[float]] = history or []
-        self.metrics = RoleMetrics()
+        self.metrics = metrics
 
     def due(self, step: int, last: bool) -> bool:
         every = self.config.evaluation.every_steps
@@ -52,15 +58,18 @@ class HeldOutEvaluator:
     def run(self, step: int) -> float:
         """Accuracy of the rollout policy (which holds the weights of version `step`)."""
         result = ray.get(self.worker.evaluate.remote(self.items, self.sampler, self.config.seed))
-        accuracy = float(result["accuracy"])
+        # Nothing graded (the generic task's items without a ground truth grade as 0 of 0): no accuracy, NaN.
+        accuracy = float(result["accuracy"]) if result["den"] else float("nan")
         self.history.append([step, accuracy])
         self.metrics.set("agrpo_accuracy", accuracy, {"task": self.config.data.task})
         return accuracy
 
     def base(self) -> float | None:
-        return self.history[0][1] if self.history and self.history[0][0] == 0 else None
+        if self.history and self.history[0][0] == 0 and math.isfinite(self.history[0][1]):
+            return self.history[0][1]
+        return None
 
     def final(self) -> float | None:
-        """Mean of the last three evaluations after the base one."""
-        later = [acc for step, acc in self.history if step > 0][-3:]
+        """Mean of the last three evaluations after the base one (None when none of them graded anything)."""
+        later = [acc for step, acc in self.history if step > 0 and math.isfinite(acc)][-3:]
         return sum(later) / len(later) if later else None

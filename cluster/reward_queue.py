@@ -49,6 +49,7 @@ class RewardQueue:
             group.rewards = np.asarray([r.score for r in results], dtype=np.float32)
             group.reward_errors = [r.error for r in results]
             group.plugin_errors = [dict(r.plugin_errors) for r in results]
+            group.reward_components = [dict(r.components) for r in results]
             self.counters.groups_rewarded += 1
             self.counters.reward_errors += sum(r.error is not None for r in results)
         return groups

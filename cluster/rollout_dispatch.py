@@ -55,7 +55,7 @@ class _Batch:
 class RolloutDispatcher:
     """Sends prompt chunks to the rollout workers and collects the groups they sample."""
 
-    def __init__(self, workers: list[Any], groups_per_call: int, max_attempts: int = 3) -> None:
+    def __init__(self, workers: list[Any], groups_per_call: int, metrics: RoleMetrics, max_attempts: int = 3) -> None:
         self.workers = workers
         self.groups_per_call = max(1, groups_per_call)
         self.max_attempts = max_attempts
@@ -63,7 +63,7 @@ class RolloutDispatcher:
         self.sampling: dict[Any, PromptChunk] = {}
         self.lost: list[PromptChunk] = []
         self.counters = DispatchCounters()
-        self.metrics = RoleMetrics()
+        self.metrics = metrics
 
     def dispatch(self, batch: int, requests: list[dict[str, Any]]) -> None:
         """Submit a batch's requests as chunks, round-robin over workers in chunk order."""

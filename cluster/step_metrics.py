@@ -8,6 +8,7 @@ code use one name for one thing.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,26 @@ from common.record import RolloutGroup
 from common.weight_sync import SyncStats
 from learner.correction import reduce_summaries
 from rewards.grading import grade_all
+
+
+class StalenessExport:
+    """Exports to `agrpo_staleness` and `agrpo_staleness_dropped_groups_total` what the staleness manager has
+    counted since the last update, starting from its (restored) counts, so a resumed run adds only new groups."""
+
+    def __init__(self, metrics: RoleMetrics, staleness: StalenessManager) -> None:
+        self.metrics = metrics
+        self.staleness = staleness
+        self.seen = Counter(staleness.histogram)
+        metrics.zero("agrpo_staleness_dropped_groups_total")
+
+    def update(self) -> None:
+        new = self.staleness.histogram - self.seen
+        for staleness, count in sorted(new.items()):
+            for _ in range(count):
+                self.metrics.observe("agrpo_staleness", staleness)
+            if staleness > self.staleness.max_staleness:
+                self.metrics.inc("agrpo_staleness_dropped_groups_total", count)
+        self.seen.update(new)
 
 
 class StageTimer:

@@ -25,6 +25,7 @@ from cluster.training_run import TrainingRun
 from common.checkpoint import latest_checkpoint
 from common.config import Config, dump_config
 from common.errors import UserError
+from common.trackers import check_trackers
 from rewards.data import load_task_items
 from rewards.registry import build_reward_fn
 
@@ -50,7 +51,10 @@ class RunSummary:
     plots: list[str] = field(default_factory=list)
 
 
-RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "checkpoints", "plots")
+RUN_OUTPUTS = (
+    *("metrics.jsonl", "summary.json", "checkpoints", "plots"),
+    *("completions.jsonl", "trackers.json", "tensorboard", "wandb", "mlruns"),  # common/trackers.py
+)
 
 
 def claim_run_dir(run_dir: Path, config: Config) -> None:
@@ -83,6 +87,7 @@ def open_run(config: Config) -> TrainingRun:
     """
     check_model(config)
     reward = build_reward_fn(config.rewards, config.data.task)
+    check_trackers(config.metrics)
     items = load_task_items(config.data, "train", config.seed)
     held_out = held_out_items(config)
     run_dir = Path(config.run_dir)
@@ -120,7 +125,7 @@ def run_steps(run: TrainingRun) -> None:
         last = steps_done in (total, cfg.checkpoint.stop_at)
         line = step_line(step, cfg, admitted, ranks, update.skipped, synced, run.staleness, version, timer)
         collapsed = run.guard.update(line["success_rate"])
-        run.log_step(line)
+        run.log_step(line, admitted)
         diverged = divergence(line)
         if diverged:  # no checkpoint: it would hold NaN weights and push a good one out of keep_last
             raise TrainingDiverged(

@@ -1,8 +1,8 @@
 """A training run's actors and state: set up in data-flow order on enter, torn down in reverse on exit.
 
-Setup: Ray (a local loopback cluster unless one is running), placement groups, the RewardService pool, the
-DeepSpeed learner group, the rollout workers, the weight broadcaster (layout check, first broadcast), then the
-driver's own state, restored from a checkpoint when resuming. Teardown runs in reverse whatever happened, so an
+Setup: Ray (a new local loopback cluster unless `cluster.address` or `ray job submit` names one), placement
+groups, the RewardService pool, the DeepSpeed learner group, the rollout workers, the weight broadcaster (layout
+check, first broadcast), then the driver's own state, restored from a checkpoint when resuming, and the trackers. Teardown runs in reverse whatever happened, so an
 error or an interrupt never leaves actors or placement groups behind.
 """
 
@@ -26,11 +26,13 @@ from cluster.reward_queue import RewardCounters, RewardQueue
 from cluster.rollout_dispatch import WORKER_FAILURES, DispatchCounters, RolloutDispatcher
 from cluster.run_state import DriverState, load_learners, save_run
 from cluster.staleness import StalenessManager
+from cluster.step_metrics import StalenessExport
 from cluster.weight_broadcaster import WeightBroadcaster
 from common.checkpoint import latest_checkpoint
 from common.config import Config
-from common.metrics import MetricsLog, RoleMetrics
+from common.metrics import MetricsLog, RoleMetrics, run_label
 from common.record import RolloutGroup
+from common.trackers import Trackers, completion_rows
 from learner.group import LearnerGroup
 from rewards.registry import CombinedReward
 from rewards.service import RewardService
@@ -74,7 +76,7 @@ class TrainingRun:
         self.state = state
         self.run_dir = Path(config.run_dir)
         self.checkpoints = self.run_dir / "checkpoints"
-        self.metrics = RoleMetrics()
+        self.name = run_label(config)
         rewards = config.rewards
         self.reward_health = RewardHealth(
             reward.labels, rewards.error_window, rewards.error_warn_rate, rewards.stop_when_all_fail
@@ -84,6 +86,7 @@ class TrainingRun:
         config, state = self.config, self.state
         with ExitStack() as stack:
             stack.enter_context(ray_cluster(config.cluster))
+            self.metrics = RoleMetrics(self.name)
             placements = create_placements(config)
             stack.callback(remove_placements, placements)
             service = RewardService.from_config(config, self.reward)
@@ -97,14 +100,16 @@ class TrainingRun:
             stack.callback(kill_actors, self.learners.ranks)
             self.workers = create_rollout_workers(config, placements["rollout"])
             stack.callback(kill_actors, self.workers)
-            self.broadcaster = WeightBroadcaster(self.learners, self.workers)
+            self.broadcaster = WeightBroadcaster(self.learners, self.workers, self.metrics)
             self.broadcaster.check_layout()
             if self.resume_from is not None:
                 load_learners(self.resume_from, self.learners, state)
             self.broadcaster.broadcast()
 
             self.staleness = StalenessManager(config.rollout.max_staleness, config.learner.steps)
-            self.rollouts = RolloutDispatcher(self.workers, config.sampler.batch_size // config.algorithm.group_size)
+            self.rollouts = RolloutDispatcher(
+                self.workers, config.sampler.batch_size // config.algorithm.group_size, self.metrics
+            )
             if self.resume_from is not None:
                 self.staleness.load_state_dict(state.staleness)
                 self.rollouts.counters = DispatchCounters(**state.counters["dispatch"])
@@ -112,7 +117,7 @@ class TrainingRun:
             for batch, groups in state.ready.items():
                 self.rollouts.restore(batch, groups)
             self.prompts = PromptStream(self.items, config.seed, cursor=state.cursor)
-            self.evaluator = HeldOutEvaluator(config, self.workers[0], self.held_out, state.evals)
+            self.evaluator = HeldOutEvaluator(config, self.workers[0], self.held_out, self.metrics, state.evals)
             self.guard = CollapseGuard(config.metrics.collapse_window, config.metrics.collapse_ratio)
             if state.collapse:
                 self.guard.load_state_dict(state.collapse)
@@ -120,6 +125,11 @@ class TrainingRun:
             # An evaluation cut short by a crash runs again, so its accuracy line (if any) must go too.
             self.log.truncate_after(state.step, drop_accuracy=self.evaluation_pending(state.step))
             self.last_step = state.step
+            self.exported = StalenessExport(self.metrics, self.staleness)
+            self.metrics.set("agrpo_learner_step", state.step)  # from the start: the base evaluation shows step 0
+            self.metrics.zero("agrpo_rollout_worker_restarts_total")
+            self.trackers = Trackers(config, self.name, self.run_dir, state.step)
+            stack.callback(self.trackers.close)
             self.progress = RunProgress(config.learner.steps, state.step)
             stack.callback(self.progress.close)
             self._teardown = stack.pop_all()
@@ -167,14 +177,23 @@ class TrainingRun:
         if verdict.stop:
             raise RewardsFailed(verdict.stop)
 
-    def log_step(self, line: dict[str, Any]) -> None:
-        """A step's metrics line to metrics.jsonl, the progress bar and the gauges."""
+    def log_step(self, line: dict[str, Any], groups: list[RolloutGroup]) -> None:
+        """A step's metrics line to metrics.jsonl, the trackers, the progress bar and the Ray metrics; every
+        `metrics.completions_every` steps a table of the step's completions to the trackers."""
+        cfg = self.config
         done = int(line["step"])
-        if done % self.config.metrics.log_every == 0 or done == self.config.learner.steps:
+        if done % cfg.metrics.log_every == 0 or done == cfg.learner.steps:
             self.log.write(line)
+            self.trackers.log_metrics(done, line)
+        if cfg.metrics.completions_every and done % cfg.metrics.completions_every == 0:
+            rows = completion_rows(
+                groups, self.reward.labels, cfg.algorithm.scale_advantages, cfg.metrics.completions_rows
+            )
+            self.trackers.log_completions(done, rows)
         self.last_step = done
         self.metrics.set("agrpo_learner_step", done)
-        self.metrics.set("agrpo_reward_mean_by_task", line["reward_mean"], {"task": self.config.data.task})
+        self.metrics.set("agrpo_reward_mean_by_task", line["reward_mean"], {"task": cfg.data.task})
+        self.exported.update()
         self.progress.update(done, reward=line["reward_mean"], success=line["success_rate"])
 
     def evaluation_pending(self, step: int) -> bool:
@@ -189,6 +208,7 @@ class TrainingRun:
         self.progress.phase_note("evaluating the base policy" if step == 0 else f"evaluating step {step}")
         accuracy = self.evaluate(step)
         self.log.write({"step": step, "accuracy": accuracy})
+        self.trackers.log_metrics(step, {"accuracy": accuracy})
         self.progress.update(step, accuracy=accuracy)
 
     def evaluate(self, step: int) -> float:

@@ -39,13 +39,13 @@ def worker_identities(workers: list[Any], timeout_s: float = 300.0) -> list[dict
 class WeightBroadcaster:
     """Learner rank 0 is rank 0 of the weight group; rollout worker i is rank i + 1."""
 
-    def __init__(self, learners: LearnerGroup, workers: list[Any]) -> None:
+    def __init__(self, learners: LearnerGroup, workers: list[Any], metrics: RoleMetrics) -> None:
         self.learners = learners
         self.workers = workers
         self.generation = 0
         self.members: list[int] = []
         self.history: list[SyncStats] = []
-        self.metrics = RoleMetrics()
+        self.metrics = metrics
 
     def check_layout(self) -> None:
         """Refuse to start if a rollout model's parameters differ from what the learner sends."""

@@ -242,6 +242,11 @@ class LearnerConfig(Section):
     warmup_ratio: float = Field(0.01, ge=0.0, lt=1.0, description="Fraction of steps of linear warmup.")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule after warmup.")
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clipping.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each transformer block's activations in the backward pass instead of keeping them "
+        "(less memory, about one more forward pass; on in the LLaDA-8B recipes; the model class must support it).",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters.")
 
     @field_validator("lr")
@@ -330,14 +335,26 @@ class DataConfig(Section):
     task: str = Field(
         "countdown",
         description="Task: a registered name (entry point group `agrpo.tasks`; built in: arithmetic, countdown, "
-        "gsm8k, math, sudoku) or a module path `package.module`; decides the fields, prompts, reward and grader.",
+        "gsm8k, math, sudoku, and `generic` for your own prompts and reward plugins) or a module path "
+        "`package.module`; decides the fields, prompts, reward and grader.",
     )
     path: str | None = Field(None, description="Local data file or `save_to_disk` directory; none = generated.")
     format: Literal["auto", "jsonl", "json", "csv", "parquet", "hf_disk"] = Field(
         "auto", description="File format; `auto` picks it from the suffix."
     )
     fields: dict[str, str] = Field(
-        default_factory=dict, description="Map of our field names to the file's column names."
+        default_factory=dict,
+        description="Map of our field names to the file's column names; a dotted name reads a nested column, e.g. "
+        "`ground_truth: reward_model.ground_truth` (verl's parquet files).",
+    )
+    train_split: str = Field(
+        "train",
+        description="Name of the training split: replaces `{split}` in data.path, and picks the split of a "
+        "`save_to_disk` DatasetDict.",
+    )
+    eval_split: str = Field(
+        "eval",
+        description="Name of the held-out split, as train_split (GSM8K and MATH on the Hugging Face hub call it `test`).",
     )
     on_malformed: Literal["skip", "fail"] = Field(
         "skip", description="A malformed row is reported with file and line, then skipped or fatal."
@@ -359,12 +376,24 @@ class DataConfig(Section):
     def _registered(cls, value: str) -> str:
         return check_task_name(value)
 
+    @model_validator(mode="after")
+    def _split_names(self) -> DataConfig:
+        for name in ("train_split", "eval_split"):  # a file name and a DatasetDict key: no path separator, no padding
+            value = getattr(self, name)
+            if not value or value != value.strip() or "/" in value or "{" in value:
+                raise ValueError(f"{name} = {value!r}: must be a non-empty name without '/', '{{' or padding")
+        if self.train_split == self.eval_split:
+            raise ValueError(f"eval_split = {self.eval_split!r}: must differ from train_split")
+        return self
+
 
 class ClusterConfig(Section):
     """Where the actors run."""
 
     address: str | None = Field(
-        None, description="Ray address to connect to; none = `auto` under a job, otherwise a local cluster."
+        None,
+        description="Ray address to connect to (`host:port`, `ray://host:port`, or `auto` for the cluster `ray start` "
+        "runs on this machine); none = the job's cluster under `ray job submit`, otherwise a new local cluster.",
     )
     namespace: str = Field("agrpo", description="Ray namespace of the run's named actors (one run per namespace).")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster started by the driver (none = all).")
@@ -376,6 +405,11 @@ class ClusterConfig(Section):
     cpus_per_reward_actor: float = Field(0.25, gt=0.0, description="CPUs reserved per reward actor.")
     object_store_memory: int = Field(
         200 * 1024**2, gt=0, description="Object store bytes of a local cluster started by the driver."
+    )
+    dashboard: bool = Field(
+        True,
+        description="Start Ray's dashboard with a local cluster and print its URL; it also writes the service-discovery "
+        "file Prometheus reads. False: neither (the metrics endpoint is still printed).",
     )
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address of a local cluster.")
     weight_sync_bucket_mb: float = Field(64.0, gt=0.0, description="Bucket size of the weight broadcast.")
@@ -394,8 +428,8 @@ class CheckpointConfig(Section):
     resume: str = Field("never", description="`never`, `auto` (latest in the run directory) or a checkpoint directory.")
     overwrite: bool = Field(
         False,
-        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary and "
-        "checkpoints first (without it, such a run_dir is refused unless resuming).",
+        description="Start a new run in a run_dir that already holds one, deleting its metrics, plots, summary, "
+        "checkpoints and tracker files first (without it, such a run_dir is refused unless resuming).",
     )
 
 
@@ -413,6 +447,32 @@ class MetricsConfig(Section):
         description="Stop when the windowed success rate falls below this fraction of its best (once that is >= 0.05).",
     )
     plots: bool = Field(True, description="Write PNG plots at the end of the run.")
+    run_name: str | None = Field(
+        None,
+        description="Name of the run: the `run` tag of every agrpo_* metric and the run's name in the trackers; "
+        "none = the run directory's name.",
+    )
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="Where the driver logs each step's metrics line and the completion tables; jsonl (metrics.jsonl, "
+        "completions.jsonl) is always written. tensorboard, wandb and mlflow need `pip install 'agrpo[trackers]'`.",
+    )
+    completions_every: int = Field(
+        10,
+        ge=0,
+        description="Log a table of sample completions (prompt, completion, reward per plugin, advantage) every n "
+        "steps; 0 = never.",
+    )
+    completions_rows: int = Field(16, gt=0, description="Completions per table: whole groups of the step, in order.")
+    project: str = Field("agrpo", description="wandb project and MLflow experiment the run is logged to.")
+    wandb_mode: Literal["auto", "online", "offline"] = Field(
+        "auto",
+        description="auto = WANDB_MODE if set, else online when a wandb API key is configured and the server answers "
+        "within seconds, else offline (files in run_dir/wandb; `wandb sync` uploads them).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; none = a local file store in run_dir/mlruns."
+    )
 
 
 class EvalConfig(Section):

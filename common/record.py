@@ -170,6 +170,10 @@ class RolloutGroup:
     rewards: np.ndarray | None = None
     reward_errors: list[str | None] = field(default_factory=list)
     plugin_errors: list[dict[str, str]] = field(default_factory=list)
+    prompt: str = ""
+    """The prompt text the completions continue (for the completion tables of the trackers)."""
+    reward_components: list[dict[str, float]] = field(default_factory=list)
+    """Per sample, each reward plugin's own score under its label (and the plugins' components)."""
 
 
 def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: float = 1e-4) -> torch.Tensor:
@@ -196,6 +200,8 @@ def group_to_state(group: RolloutGroup) -> dict[str, Any]:
         "rewards": None if group.rewards is None else torch.from_numpy(np.asarray(group.rewards)),
         "reward_errors": list(group.reward_errors),
         "plugin_errors": [dict(errors) for errors in group.plugin_errors],
+        "prompt": group.prompt,
+        "reward_components": json.dumps(group.reward_components),
         "prompt_ids": [torch.from_numpy(np.array(p)) for p in t.prompt_ids],
         "arrays": arrays,
         "sampler": t.sampler.model_dump(mode="json"),
@@ -231,4 +237,6 @@ def group_from_state(state: dict[str, Any]) -> RolloutGroup:
         rewards=None if rewards is None else rewards.numpy(),
         reward_errors=list(state["reward_errors"]),
         plugin_errors=[dict(errors) for errors in state.get("plugin_errors", [])],  # absent before they were kept
+        prompt=str(state.get("prompt", "")),
+        reward_components=json.loads(state.get("reward_components", "[]")),
     )

@@ -104,6 +104,24 @@ def uses_bf16(device: torch.device, dtype: torch.dtype) -> bool:
     )
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Turn on transformers' gradient checkpointing (`learner.gradient_checkpointing`), before LoRA wraps the model.
+
+    Non-reentrant checkpointing: the reentrant kind gives no gradient to a block whose inputs need none, which
+    is every block under LoRA (the embeddings are frozen), unless the inputs are forced to require grad.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"learner.gradient_checkpointing = true: {type(model).__name__} does not support gradient "
+            "checkpointing; set it to false"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; 4.x has only the old one
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class LearnerEngine:
     """DeepSpeed engine of one learner rank (call `init_learner_distributed` first).
 
@@ -126,6 +144,8 @@ class LearnerEngine:
         self.device = torch.device(device)
         bf16 = uses_bf16(self.device, dtype)
         self.lora = learner_cfg.lora.enabled
+        if learner_cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         if self.lora:
             model = apply_lora(model, learner_cfg.lora, seed)
         model = model.to(device=self.device, dtype=dtype)

@@ -11,10 +11,14 @@ index keeps the rule model-agnostic (Dream's `lm_head` is excluded the same way)
 full module names instead of suffixes makes the choice visible in one place.
 
 Rollout workers hold a plain model, so the learner exposes merged weights `W + (alpha / r) * B @ A` under
-the plain model's parameter names, in the plain model's `named_parameters` order.
+the plain model's parameter names, in the plain model's `named_parameters` order. A checkpoint keeps both: the
+merged model directory, and in its `adapter/` subdirectory the adapters as a PEFT adapter directory that
+`PeftModel.from_pretrained(base, ".../model/adapter")` applies to the base (`save_adapter`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -26,6 +30,7 @@ from common.config import LoraConfig
 from common.errors import ConfigError
 
 ADAPTER = "default"
+ADAPTER_DIR = "adapter"  # the PEFT adapter's subdirectory of a checkpoint's model directory
 _PEFT_PREFIX = "base_model.model."
 _BASE_LAYER = ".base_layer."
 
@@ -78,3 +83,14 @@ def lora_layers_by_weight(module: nn.Module) -> dict[int, LoraLayer]:
         for layer in module.modules()
         if isinstance(layer, LoraLayer) and ADAPTER in layer.lora_A
     }
+
+
+def save_adapter(model: PeftModel, adapters: dict[str, torch.Tensor], directory: Path, base: str | None) -> None:
+    """`adapter_config.json` + `adapter_model.safetensors` of `adapters` (the trainable parameters under the peft
+    model's own names, as `LearnerEngine.model_state` returns them: full tensors, also under ZeRO-3).
+
+    `base` is the base model's directory, recorded as `base_model_name_or_path`; None for the built-in tiny
+    model, which has no directory (it is rebuilt from `model.tiny` and the seed).
+    """
+    model.peft_config[ADAPTER].base_model_name_or_path = base
+    model.save_pretrained(str(directory), state_dict=adapters, safe_serialization=True)

@@ -19,16 +19,18 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from common.checkpoint import load_state, save_state, write_manifest
+from common.checkpoint import load_state, save_state
 from common.config import Config
 from common.errors import CheckpointError
-from common.metrics import RoleMetrics
+from common.metrics import RoleMetrics, run_label
 from common.model.loading import load_policy, mask_predictor_logits, no_transformers_progress, resolve_dtype
+from common.model.saving import save_model_directory
 from common.record import RolloutGroup, TrajectoryBatch, group_advantages
 from common.seeding import derived_seed
 from common.weight_sync import SyncStats, backend_for, create_group, layout_hash, listening_socket, model_checksum
 from learner.engine import LearnerEngine, init_learner_distributed
 from learner.logprobs import LogitsFn
+from learner.lora import ADAPTER_DIR, save_adapter
 from learner.old_policy import WeightVersions
 from learner.update import policy_update
 from learner.weight_history import WeightHistory
@@ -79,7 +81,7 @@ class LearnerWorker:
             torch.set_num_threads(max(1, int(self.config.cluster.cpus_per_learner)))
         self.version = 0
         self.group: Any = None
-        self.metrics = RoleMetrics()
+        self.metrics = RoleMetrics(run_label(self.config))
         self.listeners: dict[int, socket.socket] = {}
 
     def reserve_address(self) -> tuple[str, int]:
@@ -254,13 +256,17 @@ class LearnerWorker:
     # Checkpoints: rank 0 writes the HF model directory; every rank writes its own optimizer state.
 
     def save_model(self, directory: str) -> None:
-        """Collective under ZeRO-3 (call on every rank); rank 0 writes safetensors + tokenizer."""
+        """Collective under ZeRO-3 (call on every rank); rank 0 writes the model directory (common/model/saving.py:
+        merged weights under LoRA) and, under LoRA, the PEFT adapter in its `adapter/` subdirectory."""
         state = self.engine.full_state_dict()
+        adapters = self.engine.model_state() if self.config.learner.lora.enabled else None
         if self.rank == 0:
+            if adapters is not None:
+                path = self.config.model.path
+                base = None if path == "tiny" else str(Path(path).expanduser().resolve())
+                save_adapter(self.engine.module, adapters, Path(directory) / ADAPTER_DIR, base)
             with no_transformers_progress():
-                self.policy.model.save_pretrained(directory, state_dict=state, safe_serialization=True)
-            self.policy.tokenizer.save_pretrained(directory)
-            write_manifest(Path(directory))
+                save_model_directory(self.policy.model, self.policy.tokenizer, directory, state_dict=state)
 
     def save_state(self, directory: str) -> None:
         state: dict[str, Any] = {

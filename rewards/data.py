@@ -2,9 +2,14 @@
 
 Rows are mapped onto the task's fields (config `data.fields`, else the column names the task
 accepts, including those of the shared benchmark files: Countdown `input`/`output`, Sudoku
-`Puzzle`/`Solution`) and checked by the task's `check_row`. A row that fails is never dropped
-silently: it is reported as `file:line: reason` (the row number for parquet and datasets) and
-skipped, or raises `DataError` when `on_malformed` is `fail`.
+`Puzzle`/`Solution`) and checked by the task's `check_row`. A column name with dots reads a nested
+value (`reward_model.ground_truth`, as in verl's parquet files) when the row has no column of that
+exact name. A row that fails is never dropped silently: it is reported as `file:line: reason` (the
+row number for parquet and datasets) and skipped, or raises `DataError` when `on_malformed` is `fail`.
+
+Splits are named by `data.train_split` / `data.eval_split` (`train` / `eval` by default; the Hugging
+Face hub's GSM8K and MATH call the held-out split `test`): the name replaces `{split}` in a path, and
+selects the split of a `save_to_disk` DatasetDict.
 """
 
 from __future__ import annotations
@@ -37,23 +42,37 @@ class LoadResult:
     lines: list[int] = field(default_factory=list)
 
 
+def column_value(row: dict[str, Any], column: str) -> Any:
+    """The row's value in `column`, or None. A name with dots that is not a column of its own is a path into
+    nested mappings: `reward_model.ground_truth` is `row["reward_model"]["ground_truth"]`."""
+    if column in row:
+        return row[column]
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def normalise_row(row: dict[str, Any], task: Task, fields: dict[str, str] | None = None) -> dict[str, Any]:
     """The row with the task's fields under our names, checked by the task; other columns kept.
 
     A field is read from the column `data.fields` names for it, else from the first of the task's
-    accepted column names (`COLUMNS`, default the field's own name) that the row has.
+    accepted column names (`COLUMNS`, default the field's own name) that the row has. A top-level
+    column read as a field is replaced by the field; a nested one stays where it is, beside it.
     """
     fields = fields or {}
     out = dict(row)
     found: dict[str, Any] = {}
     for name in dict.fromkeys([*task.fields, *task.columns]):
         columns = (fields[name],) if name in fields else task.columns.get(name, (name,))
-        column = next((c for c in columns if c in row and row[c] is not None), None)
+        column = next((c for c in columns if column_value(row, c) is not None), None)
         if column is None:
             if name in task.fields:
                 raise RowError(f"missing field {name!r} (column {' or '.join(map(repr, columns))})")
             continue
-        found[name] = row[column]
+        found[name] = column_value(row, column)
         out.pop(column, None)
     out.update(task.check_row(found))
     return out
@@ -177,7 +196,19 @@ def _first_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__)[:200]
 
 
-def _table_rows(path: Path, format: str) -> Iterator[tuple[int, Any]]:
+def dataset_splits(path: Path) -> list[str]:
+    """The split names of a `save_to_disk` DatasetDict directory (from its dataset_dict.json), else none."""
+    index = path / "dataset_dict.json"
+    if not index.is_file():
+        return []
+    try:
+        splits = json.loads(index.read_text()).get("splits", [])
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return []
+    return [str(name) for name in splits] if isinstance(splits, list) else []
+
+
+def _table_rows(path: Path, format: str, split: str | None = None) -> Iterator[tuple[int, Any]]:
     if format == "parquet":
         import pyarrow.parquet as pq
 
@@ -196,12 +227,14 @@ def _table_rows(path: Path, format: str) -> Iterator[tuple[int, Any]]:
                 "data.path at a data file or such a directory"
             ) from None
         if isinstance(data, datasets.DatasetDict):
-            if len(data) != 1:
+            if split is not None and split not in data:
+                raise DataError(f"data directory {path}: has no split {split!r}; it holds {', '.join(data)}")
+            if split is None and len(data) != 1:
                 raise DataError(
-                    f"data directory {path}: holds splits {', '.join(data)}; point data.path at one "
-                    f"of them ({path}/<split>)"
+                    f"data directory {path}: holds splits {', '.join(data)}; name the two to use in "
+                    f"data.train_split and data.eval_split, or point data.path at one of them ({path}/<split>)"
                 )
-            data = next(iter(data.values()))
+            data = data[split] if split is not None else next(iter(data.values()))
         rows = iter(data)
     yield from enumerate(rows, 1)
 
@@ -221,11 +254,13 @@ def read_items(
     fields: dict[str, str] | None = None,
     on_malformed: str = "skip",
     require: Sequence[str] = (),
+    split: str | None = None,
 ) -> LoadResult:
     """Items of `task` from a file, plus `file:line: reason` for every skipped row.
 
     `require` names further columns a row must have (e.g. `completion` for scoring). `format` and
     `on_malformed` take the values the schema allows for `data.format` and `data.on_malformed`.
+    `split` picks a split of a `save_to_disk` DatasetDict (rows are then reported as `<dir>/<split>:row`).
     """
     loaded = load_task(task)
     p = Path(path)
@@ -238,7 +273,9 @@ def read_items(
             f"data file {p}: is {'a directory' if p.is_dir() else 'a file'}, data.format {kind} needs {expected}"
         )
     readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows}
-    rows = readers[kind](p) if kind in readers else _table_rows(p, kind)
+    rows = readers[kind](p) if kind in readers else _table_rows(p, kind, split)
+    if split is not None and kind == "hf_disk":
+        p = p / split
     result = LoadResult()
     for line, row in _readable(p, rows):
         try:
@@ -273,9 +310,10 @@ def load_items(
     format: str = "auto",
     fields: dict[str, str] | None = None,
     on_malformed: str = "skip",
+    split: str | None = None,
 ) -> list[dict[str, Any]]:
     """Items of `task` from a file; malformed rows are reported on stderr and skipped, or fatal."""
-    result = read_items(path, task, format, fields, on_malformed)
+    result = read_items(path, task, format, fields, on_malformed, split=split)
     report_skipped(result, path)
     return result.items
 
@@ -283,18 +321,26 @@ def load_items(
 def load_task_items(data_cfg: Any, split: Literal["train", "eval"], seed: int) -> list[dict[str, Any]]:
     """The items of one split as configured.
 
-    With `data.path`: a path containing `{split}` names one file per split (`train`, `eval`);
-    otherwise the file is shuffled with the seed, its first `num_eval` rows are the eval split and
-    the rest the train split. Without a path the task's generator makes `num_train`/`num_eval` items.
+    With `data.path`: a path containing `{split}` names one file per split (`{split}` becomes
+    `data.train_split` or `data.eval_split`); a `save_to_disk` DatasetDict holding both of those
+    splits gives each; otherwise the file is shuffled with the seed, its first `num_eval` rows are
+    the eval split and the rest the train split. Without a path the task's generator makes
+    `num_train`/`num_eval` items.
     """
     task = data_cfg.task
+    name = data_cfg.train_split if split == "train" else data_cfg.eval_split
     if data_cfg.path:
+        read = {"format": data_cfg.format, "fields": data_cfg.fields, "on_malformed": data_cfg.on_malformed}
+        named = dataset_splits(Path(data_cfg.path)) if data_cfg.format in ("auto", "hf_disk") else []
         if "{split}" in data_cfg.path:
-            path = data_cfg.path.replace("{split}", split)
-            items = load_items(path, task, data_cfg.format, data_cfg.fields, data_cfg.on_malformed)
+            path = data_cfg.path.replace("{split}", name)
+            items = load_items(path, task, **read)
+        elif {data_cfg.train_split, data_cfg.eval_split} <= set(named):
+            path = f"{data_cfg.path}/{name}"
+            items = load_items(data_cfg.path, task, **read, split=name)
         else:
             path = data_cfg.path
-            every = load_items(path, task, data_cfg.format, data_cfg.fields, data_cfg.on_malformed)
+            every = load_items(path, task, **read)
             if len(every) <= data_cfg.num_eval:
                 raise DataError(
                     f"data file {path}: {len(every)} valid rows, not more than data.num_eval = "

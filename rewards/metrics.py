@@ -1,4 +1,4 @@
-"""Per-plugin reward counters: plain numbers for `stats()`, and `agrpo_reward_*` Ray metrics.
+"""Per-plugin reward counters: plain numbers for `stats()`, and the `agrpo_reward_*` Ray metrics.
 
 Ray metrics go to Prometheus but cannot be read back in a test or by the driver, so every outcome is
 also added to a `RewardStats`, a plain dict-of-counters that travels with each scored group. The
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from ray.util import metrics
-
+from common.metrics import RoleMetrics
 from rewards.outcomes import PluginOutcome
 
 TAG_KEYS = ("plugin",)
-LATENCY_BOUNDARIES = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]
 
 
 @dataclass
@@ -79,37 +78,42 @@ class RewardStats:
         return result
 
 
-class RayRewardMetrics:
-    """The `agrpo_reward_*` metrics of one process, tagged by plugin label.
+REWARD_DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "agrpo_reward_latency_seconds": (
+        "histogram",
+        "Seconds per reward plugin call (a timeout counts as the timeout).",
+        TAG_KEYS,
+    ),
+    "agrpo_reward_calls": ("counter", "Reward plugin calls.", TAG_KEYS),
+    "agrpo_reward_timeouts": ("counter", "Reward plugin calls killed after the timeout (scored 0).", TAG_KEYS),
+    "agrpo_reward_errors": (
+        "counter",
+        "Reward plugin calls that raised, returned a non-finite or non-number score, or crashed their worker "
+        "process (scored 0); timeouts excluded.",
+        TAG_KEYS,
+    ),
+    "agrpo_reward_mean_score": (
+        "gauge",
+        "Mean score of the plugin's calls so far in this process (failures count 0).",
+        TAG_KEYS,
+    ),
+}
+COUNTERS = ("agrpo_reward_calls", "agrpo_reward_timeouts", "agrpo_reward_errors")
 
-    Outside a Ray worker the metric objects exist but export nothing, so the in-process scorer can
-    use the same code path.
+
+class RayRewardMetrics:
+    """The `agrpo_reward_*` metrics of one process, tagged by run and plugin label.
+
+    The counters of every plugin are exported at 0 from the start, so a plugin that never timed out reads 0.
+    Outside a Ray worker the metric objects exist but export nothing, so the in-process scorer can use the same
+    code path.
     """
 
-    def __init__(self) -> None:
-        self.latency = metrics.Histogram(
-            "agrpo_reward_latency_seconds",
-            description="Seconds per reward plugin call (a timeout counts as the timeout).",
-            boundaries=LATENCY_BOUNDARIES,
-            tag_keys=TAG_KEYS,
-        )
-        self.calls = metrics.Counter("agrpo_reward_calls", description="Reward plugin calls.", tag_keys=TAG_KEYS)
-        self.timeouts = metrics.Counter(
-            "agrpo_reward_timeouts",
-            description="Reward plugin calls killed after the timeout (scored 0).",
-            tag_keys=TAG_KEYS,
-        )
-        self.errors = metrics.Counter(
-            "agrpo_reward_errors",
-            description="Reward plugin calls that raised, returned a non-finite or non-number score, "
-            "or crashed their worker process (scored 0); timeouts excluded.",
-            tag_keys=TAG_KEYS,
-        )
-        self.mean_score = metrics.Gauge(
-            "agrpo_reward_mean_score",
-            description="Mean score of the plugin's calls so far in this process (failures count 0).",
-            tag_keys=TAG_KEYS,
-        )
+    def __init__(self, run: str, labels: Iterable[str] = (), factory: Any = None) -> None:
+        self.metrics = RoleMetrics(run, REWARD_DEFINITIONS, factory=factory)
+        for label in labels:
+            for name in COUNTERS:
+                self.metrics.zero(name, {"plugin": label})
 
     def record(self, label: str, outcomes: Iterable[PluginOutcome], totals: PluginStats) -> None:
         """Export one group's outcomes of one plugin, and the running mean from `totals`."""
@@ -117,11 +121,8 @@ class RayRewardMetrics:
         group = PluginStats()
         for outcome in outcomes:
             group.add(outcome)
-            self.latency.observe(outcome.latency_s, tags=tags)
-        if group.calls:
-            self.calls.inc(group.calls, tags=tags)
-        if group.timeouts:
-            self.timeouts.inc(group.timeouts, tags=tags)
-        if group.errors:
-            self.errors.inc(group.errors, tags=tags)
-        self.mean_score.set(totals.mean_score, tags=tags)
+            self.metrics.observe("agrpo_reward_latency_seconds", outcome.latency_s, tags)
+        self.metrics.inc("agrpo_reward_calls", group.calls, tags)
+        self.metrics.inc("agrpo_reward_timeouts", group.timeouts, tags)
+        self.metrics.inc("agrpo_reward_errors", group.errors, tags)
+        self.metrics.set("agrpo_reward_mean_score", totals.mean_score, tags)

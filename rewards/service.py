@@ -23,6 +23,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from common.config import Config
+from common.metrics import run_label
 from rewards.metrics import RayRewardMetrics, RewardStats
 from rewards.outcomes import PluginOutcome
 from rewards.registry import CombinedReward, build_reward_fn
@@ -66,13 +67,14 @@ class RewardActor:
         timeout_s: float,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+        run: str = "",
     ) -> None:
         self._combined = combined
         self._sandbox = SandboxedScorer(
             combined, timeout_s, startup_timeout_s=startup_timeout_s, memory_limit_mb=memory_limit_mb
         )
         self._stats = RewardStats()
-        self._metrics = RayRewardMetrics()
+        self._metrics = RayRewardMetrics(run, combined.labels)
 
     def ping(self) -> bool:
         return True
@@ -111,8 +113,10 @@ class RewardService:
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         max_attempts: int = 3,
         memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+        run: str = "",
     ) -> None:
         self._combined = combined
+        self._run = run
         self._timeout_s = timeout_s
         self._startup_timeout_s = startup_timeout_s
         self._memory_limit_mb = memory_limit_mb
@@ -144,6 +148,7 @@ class RewardService:
             num_cpus=config.cluster.cpus_per_reward_actor,
             startup_timeout_s=config.rewards.startup_timeout_s,
             memory_limit_mb=config.rewards.memory_limit_mb,
+            run=run_label(config),
         )
 
     @property
@@ -158,7 +163,7 @@ class RewardService:
         while True:
             try:
                 return self._actor_class.options(name=name, num_cpus=self._num_cpus, max_restarts=0).remote(
-                    self._combined, self._timeout_s, self._startup_timeout_s, self._memory_limit_mb
+                    self._combined, self._timeout_s, self._startup_timeout_s, self._memory_limit_mb, self._run
                 )
             except ValueError:
                 if time.monotonic() > deadline:

@@ -8,7 +8,8 @@ scores are comparable with the papers. `plain` is for the built-in character-lev
 sequences are short; its expected completion is just `<answer>...</answer>`. Every template asks for
 the answer inside answer tags. Each task module holds its own prompts (`PROMPTS`) and the wording only
 it uses; the wording and prompts shared by the math-style tasks are here.
-A tokenizer with a chat template renders the turns through `apply_chat_template`.
+A tokenizer with a chat template renders the turns through `apply_chat_template`; a prompt function may also
+return plain text, which is used as it is (rewards/tasks/generic.py, for rows whose prompt is a string).
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def question_prompt(item: dict[str, Any]) -> Messages:
 
 
 def render_prompt(task: str, item: dict[str, Any], template: str, tokenizer: Any = None) -> str:
-    """The prompt text; through the tokenizer's chat template when it has one."""
+    """The prompt text: chat turns through the tokenizer's chat template when it has one, else their contents
+    joined; a prompt a task gives as text (the generic task's string prompts) as it is."""
     messages = load_task(task).messages(item, template)
+    if isinstance(messages, str):
+        return messages
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in messages)

@@ -17,7 +17,7 @@ import ray
 import torch
 
 from common.config import Config, SamplerConfig
-from common.metrics import RoleMetrics
+from common.metrics import RoleMetrics, run_label
 from common.model.loading import load_policy, mask_predictor_logits, no_transformers_progress
 from common.record import RolloutGroup
 from common.text import decode_completion, encode_text
@@ -58,8 +58,9 @@ class RolloutWorker:
         pack_parameters(self.policy.model)
         self.version = -1
         self.group: Any = None
-        self.metrics = RoleMetrics()
+        self.metrics = RoleMetrics(run_label(self.config))
         self.tags = {"worker": str(index)}
+        self.metrics.zero("agrpo_rollout_groups_total", self.tags)
         self.sampling_seconds = 0.0
 
     def identity(self) -> dict[str, Any]:
@@ -101,11 +102,12 @@ class RolloutWorker:
         cfg = self.config
         g = cfg.algorithm.group_size
         tok = self.policy.tokenizer
-        prompts = []
+        prompts, texts = [], []
         for req in requests:
             text = render_prompt(cfg.data.task, req["item"], cfg.data.template, tok)
             ids = encode_text(tok, text, f"{cfg.data.task} item {req['index']} prompt")
             prompts.extend([ids] * g)
+            texts.append(text)
         generator = torch.Generator(device=self.device).manual_seed(int(requests[0]["seed"]))
         start = time.perf_counter()
         batch = sample(
@@ -136,6 +138,7 @@ class RolloutWorker:
                     seed=int(req["seed"]),
                     reference=dict(req["item"]),
                     texts=[decode_completion(tok, row, self.policy.eos_id) for row in traj.completion_ids],
+                    prompt=texts[i],
                 )
             )
         return groups

@@ -67,6 +67,14 @@ def chaos(completion: str, reference: dict[str, Any]) -> float:
 
 
 @reward()
+def pause(completion: str, reference: dict[str, Any], seconds: float = 0.02) -> float:
+    """Takes `seconds` and scores 0: stretches a run's steps to real-world length (the e2e Prometheus test needs
+    a run that spans several of Ray's 10 s metrics report intervals)."""
+    time.sleep(seconds)
+    return 0.0
+
+
+@reward()
 def unnamed_length(completion: str, reference: dict[str, Any]) -> float:
     """Reachable only by dotted path `tests.plugins_for_tests:unnamed_length`."""
     return float(len(completion))

@@ -7,6 +7,12 @@ Attention is bidirectional (no causal mask) by default: the predictor sees maske
 is what makes it a diffusion model rather than an autoregressive one. With `attention: "block_causal"` the
 same network attends bidirectionally inside blocks of `block_size` tokens and causally across them (a
 block-diffusion model, common/model/block_mask.py), and can run a window of positions against a KV cache.
+
+This file and block_mask.py are also the modeling code of every directory agrpo saves: both classes are
+registered for transformers' Auto classes, so `save_pretrained` copies the two files next to the weights and
+writes `auto_map`, and plain transformers loads the directory with `trust_remote_code=True`, agrpo not
+installed. Hence they import only torch, transformers and each other (relatively), and use only what both
+transformers 4.57 and 5 have (tests/unit/test_plain_transformers.py loads a saved directory with each).
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
-from common.model.block_mask import block_causal_mask, token_positions
+from .block_mask import block_causal_mask, token_positions
 
 ATTENTION_KINDS = ("full", "block_causal")
+# What a saved directory's config.json maps transformers' Auto classes to: this file, copied next to it under its
+# own name by `save_pretrained` (the module is `llada` both here and where transformers imports the copy).
+_MODULE = __name__.rsplit(".", 1)[-1]
+AUTO_MAP = {
+    "AutoConfig": f"{_MODULE}.LLaDAConfig",
+    "AutoModel": f"{_MODULE}.LLaDAModelLM",
+    "AutoModelForMaskedLM": f"{_MODULE}.LLaDAModelLM",
+}
 
 # Settings of the public LLaDA code that this file implements one way only (the LLaDA-8B way). Any other
 # value builds a different network, so such a checkpoint is refused instead of being loaded wrongly.
@@ -60,7 +74,9 @@ class LLaDAConfig(PretrainedConfig):
     """The `config.json` keys of the public LLaDA checkpoints, with the LLaDA-8B meaning of each.
 
     Saving writes the FIXED_SETTINGS keys too, so a directory we save is itself a complete LLaDA-format
-    checkpoint (the public modeling code would build the same network from it).
+    checkpoint (the public modeling code would build the same network from it). Its `auto_map` always names
+    this file's classes: a public checkpoint's own (pointing at its modeling_llada.py) is replaced, because the
+    directory we save ships this code, not that.
     """
 
     model_type = "llada"
@@ -98,6 +114,7 @@ class LLaDAConfig(PretrainedConfig):
     ) -> None:
         for key, value in FIXED_SETTINGS.items():
             kwargs.setdefault(key, value)
+        kwargs.pop("auto_map", None)
         problems = unsupported_settings({**kwargs, "include_bias": include_bias})
         if multi_query_attention and n_kv_heads not in (None, 1):
             problems.append(f"multi_query_attention = true with n_kv_heads = {n_kv_heads} (must be 1)")
@@ -132,6 +149,7 @@ class LLaDAConfig(PretrainedConfig):
         self.attention = attention
         self.block_size = block_size
         super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        self.auto_map = dict(AUTO_MAP)
 
 
 class RMSNorm(nn.Module):
@@ -163,7 +181,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class LLaDABlock(nn.Module):
-    """Pre-norm block: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
+    """Pre-norm block: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)).
+
+    `gradient_checkpointing` is the flag transformers' `gradient_checkpointing_enable` sets (with
+    `_gradient_checkpointing_func`) on every module that has one; `LLaDAModelLM.forward` reads it.
+    """
+
+    gradient_checkpointing = False
 
     def __init__(self, config: LLaDAConfig, layer_idx: int) -> None:
         super().__init__()
@@ -227,7 +251,7 @@ class LLaDAModelLM(PreTrainedModel):
     config_class = LLaDAConfig
     base_model_prefix = "model"
     _no_split_modules = ("LLaDABlock",)
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)
@@ -289,10 +313,32 @@ class LLaDAModelLM(PreTrainedModel):
                 key_mask = real[:, None, None, :]
         rope = rotary_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         for block in t["blocks"]:
-            x = block(x, rope, key_mask, cache)
+            x = self._run_block(block, x, rope, key_mask, cache)
         x = t["ln_f"](x)
         logits = F.linear(x, t["wte"].weight) if self.config.weight_tying else t["ff_out"](x)
         # Rows past vocab_size are padding of the embedding matrix, never real tokens: drop them so no
         # sampler can pick one.
         logits = logits[..., : self.config.vocab_size]
         return MaskedLMOutput(logits=logits)
+
+    def _run_block(
+        self,
+        block: LLaDABlock,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        key_mask: torch.Tensor | None,
+        cache: Any,
+    ) -> torch.Tensor:
+        """One block, with its activations recomputed in the backward pass when gradient checkpointing is on.
+
+        Only a training forward that builds a graph is checkpointed; a forward against a KV cache never is,
+        since recomputing it would write the window's keys and values into the cache a second time.
+        """
+        if block.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled():
+            return block._gradient_checkpointing_func(block.__call__, x, rope, key_mask, None)
+        return block(x, rope, key_mask, cache)
+
+
+# `save_pretrained` then copies this file and block_mask.py into the directory and writes `auto_map`.
+LLaDAConfig.register_for_auto_class()
+LLaDAModelLM.register_for_auto_class("AutoModel")

@@ -38,12 +38,13 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging as hf_logging
 
-from common.checkpoint import MANIFEST, verify_manifest, write_manifest
+from common.checkpoint import MANIFEST, verify_manifest
 from common.config import ModelConfig
 from common.errors import CheckpointError
 from common.model.block_families import block_config, block_family, check_block_config
 from common.model.block_mask import block_spec, plain_block_mask
 from common.model.llada import LLaDAConfig, LLaDAModelLM, unsupported_settings
+from common.model.saving import save_model_directory
 from common.model.tiny import build_tiny_model
 from common.model.tokenizer import build_tiny_tokenizer
 from common.model.weight_files import (
@@ -125,11 +126,9 @@ def load_policy(
 
 
 def save_policy(policy: Policy, directory: str | Path) -> None:
-    """Model (safetensors), tokenizer and a manifest of checksums in one directory, so `model.path` can point at
-    it directly and a damaged copy is refused when it is loaded."""
-    policy.model.save_pretrained(directory, safe_serialization=True)
-    policy.tokenizer.save_pretrained(directory)
-    write_manifest(Path(directory))
+    """Model (safetensors, with its modeling code), tokenizer and a manifest of checksums in one directory, so
+    `model.path` (or plain transformers) can point at it directly and a damaged copy is refused when it is loaded."""
+    save_model_directory(policy.model, policy.tokenizer, directory)
 
 
 def mask_predictor_logits(
@@ -257,7 +256,10 @@ def _model_class(path: Path, raw: dict[str, Any], remote: bool) -> tuple[type[Pr
         reference = raw["auto_map"].get("AutoModel")
         if reference is None:
             raise CheckpointError(f"model.path {path}: config.json auto_map has no AutoModel entry")
-        return get_class_from_dynamic_module(reference, str(path), local_files_only=True), config
+        model_class = get_class_from_dynamic_module(reference, str(path), local_files_only=True)
+        # As transformers' Auto classes do: saving the model then copies its code along (common/model/saving.py).
+        model_class.register_for_auto_class("AutoModel")
+        return model_class, config
     if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
         return MODEL_FOR_MASKED_LM_MAPPING[type(config)], config
     return MODEL_MAPPING[type(config)], config
@@ -291,8 +293,8 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerB
 
 
 def _llada_config(path: Path, raw: dict[str, Any]) -> LLaDAConfig:
-    """The native config from a public LLaDA config.json (the same keys; auto_map is dropped because the
-    native class replaces that code, and a saved copy must not point at files it does not carry)."""
+    """The native config from a public LLaDA config.json (the same keys; the directory's auto_map, which names
+    LLaDA's own modeling_llada.py, gives way to the native class's, whose code a saved copy carries)."""
     missing = [key for key in LLADA_REQUIRED_KEYS if key not in raw]
     if missing:
         raise CheckpointError(

@@ -7,7 +7,7 @@ A task is one module (`rewards/tasks/<name>.py`, or any importable `package.modu
 | `FIELDS` | yes | the reference fields a row must have, e.g. `("numbers", "target")` |
 | `COLUMNS` | no | `{field: accepted column names}` for every field read from a data row, optional ones (such as `question`) included; a field not listed is read from its own column |
 | `check_row(found)` | yes | the fields found in a row (required ones present) -> the same fields checked and normalised; raises `RowError` |
-| `PROMPTS` | yes | `{template: item -> chat turns}` for some of `d1`, `agrpo`, `plain` |
+| `PROMPTS` | yes | `{template: item -> chat turns}` for some of `d1`, `agrpo`, `plain` (or -> text, used as it is) |
 | `reward(completion, reference, scheme)` | yes | the training reward, a `RewardResult` with named components |
 | `grade(completion, reference)` | yes | the d1-protocol accuracy as (numerator, denominator), summed over a set |
 | `generate(rng, **options)` | no | one generated item: its fields, what the prompts read, and a correct `completion` |
@@ -115,7 +115,7 @@ class Task:
     fields: tuple[str, ...]
     columns: Mapping[str, tuple[str, ...]]
     check_row: Callable[[dict[str, Any]], dict[str, Any]]
-    prompts: Mapping[str, Callable[[Mapping[str, Any]], Messages]]
+    prompts: Mapping[str, Callable[[Mapping[str, Any]], Messages | str]]
     reward: Callable[..., RewardResult]
     grade: Callable[[str, Mapping[str, Any]], tuple[float, float]]
     generate: Callable[..., dict[str, Any]] | None = None
@@ -129,8 +129,8 @@ class Task:
         """The reward as a `module:function` path: the built-in reward plugin of this task."""
         return f"{self.module}:reward"
 
-    def messages(self, item: Mapping[str, Any], template: str) -> Messages:
-        """The chat turns of the item's prompt under `template`."""
+    def messages(self, item: Mapping[str, Any], template: str) -> Messages | str:
+        """The chat turns of the item's prompt under `template` (or its text, to be used without a chat template)."""
         prompt = self.prompts.get(template)
         if prompt is None:
             raise DataError(f"task {self.name}: template {template!r} not defined; it has {', '.join(self.prompts)}")

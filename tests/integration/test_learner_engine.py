@@ -35,9 +35,10 @@ LORA_STAGES = (2, 3)
 LORA_R, LORA_ALPHA = 4, 8
 
 
-def learner_cfg(stage: int, lora: bool = False) -> LearnerConfig:
+def learner_cfg(stage: int, lora: bool = False, checkpointing: bool = False) -> LearnerConfig:
     """Small clip so clipping is active; a 2-step warmup (lr 0, then half) before the cosine."""
     return LearnerConfig(
+        gradient_checkpointing=checkpointing,
         world_size=WORLD,
         zero_stage=stage,
         steps=8,
@@ -211,6 +212,22 @@ def _lora_checks(stage: int, rank: int) -> dict[str, Any]:
     }
 
 
+def _checkpointing_checks(rank: int) -> dict[str, Any]:
+    """`learner.gradient_checkpointing` under ZeRO-3, and with LoRA: the final weights of the runs without it."""
+    from learner.engine import LearnerEngine
+
+    full = LearnerEngine(tiny(), learner_cfg(3, checkpointing=True), rank, WORLD, "cpu", torch.float32)
+    _train(full, range(STEPS), rank)
+    lora = LearnerEngine(tiny(), learner_cfg(2, lora=True, checkpointing=True), rank, WORLD, "cpu", torch.float32)
+    _train(lora, range(3), rank)
+    blocks = [m for e in (full, lora) for m in e.module.modules() if type(m).__name__ == "LLaDABlock"]
+    return {
+        "full": full.full_state_dict(),
+        "lora": lora.full_state_dict(),
+        "enabled": len(blocks) == 2 * SHAPE.n_layers and all(b.gradient_checkpointing for b in blocks),
+    }
+
+
 def _world(rank: int, port: int, out: Any, tmp: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
@@ -221,6 +238,7 @@ def _world(rank: int, port: int, out: Any, tmp: str) -> None:
     init_learner_distributed("gloo", timeout_s=300)
     results: dict[str, Any] = {f"stage{s}": _stage_checks(s, rank, Path(tmp)) for s in STAGES}
     results.update({f"lora{s}": _lora_checks(s, rank) for s in LORA_STAGES})
+    results["checkpointing"] = _checkpointing_checks(rank)
     out.put((rank, to_numpy(results)))
 
 
@@ -410,3 +428,17 @@ def test_lora_stage3_matches_stage2(world: dict) -> None:
     s2, s3 = to_torch(world[0]["lora2"]["synced"]), to_torch(world[0]["lora3"]["synced"])
     for name in s2:
         torch.testing.assert_close(s3[name], s2[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_gives_the_same_updates(world: dict, reference: tuple) -> None:
+    ref_state = reference[0]
+    for rank in range(WORLD):
+        got = world[rank]["checkpointing"]
+        assert got["enabled"], "every block of both engines should be checkpointed"
+        full, lora = to_torch(got["full"]), to_torch(got["lora"])
+        for name, value in ref_state.items():
+            torch.testing.assert_close(full[name], value, atol=1e-6, rtol=0, msg=f"rank {rank} {name}")
+        without = to_torch(world[rank]["lora2"]["full"])
+        for name, value in without.items():
+            torch.testing.assert_close(lora[name], value, atol=1e-6, rtol=0, msg=f"LoRA rank {rank} {name}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file
 
 from cluster.held_out import HeldOutEvaluator
@@ -24,6 +25,7 @@ from cluster.train import open_run, run_steps, train
 from cluster.training_run import TrainingRun
 from cluster.weight_broadcaster import worker_identities
 from common.config import Config, load_config
+from common.model.loading import load_policy, mask_predictor_logits
 from learner.group import LearnerGroup, LearnerRankDied
 from tests.small_run import RECIPE, SMALL_RUN
 
@@ -155,16 +157,32 @@ def test_block_causal_model_trains_through_the_whole_loop(local_ray, tmp_path: P
         "learner.steps=2",
         "learner.lora.enabled=true",
         "learner.lora.r=4",
+        # The untrained policy never answers right; the length penalty gives its groups advantages to follow.
+        "rewards.plugins=[{name: arithmetic}, {name: length_penalty, kwargs: {max_chars: 4}}]",
+        "learner.warmup_ratio=0",
     )
     _, checksums = run_to_end(config)
     assert checksums["rollout"] == checksums["learner"]
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == [1, 2]
     assert all(line["rollout_mismatch_max"] < 1e-4 for line in lines), [line["rollout_mismatch_max"] for line in lines]
-    assert (
-        json.loads((tmp_path / "checkpoints" / "step-00000002" / "model" / "config.json").read_text())["attention"]
-        == "block_causal"
-    )
+    model_dir = tmp_path / "checkpoints" / "step-00000002" / "model"
+    assert json.loads((model_dir / "config.json").read_text())["attention"] == "block_causal"
+    assert_adapter_applies_to_the_base(config, model_dir)
+
+
+def assert_adapter_applies_to_the_base(config: Config, model_dir: Path) -> None:
+    """A LoRA checkpoint's `model/adapter/` is a PEFT adapter: on the base it gives the merged model's logits."""
+    adapter = json.loads((model_dir / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["base_model_name_or_path"]) == (config.learner.lora.r, None)  # tiny: no directory
+    merged = load_policy(config.model.model_copy(update={"path": str(model_dir)}))  # checks the manifest too
+    base = load_policy(config.model, seed=config.seed).model
+    ids = torch.randint(9, 100, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, before = mask_predictor_logits(merged, ids), mask_predictor_logits(base, ids)
+        got = mask_predictor_logits(PeftModel.from_pretrained(base, str(model_dir / "adapter")).eval(), ids)
+    assert not torch.allclose(before, want, atol=1e-4), "the adapters did not train"
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_incompatible_checkpoint_is_refused(local_ray, tmp_path: Path) -> None:

@@ -149,3 +149,65 @@ def test_shared_benchmark_files_load_completely() -> None:
     assert len(load_items(shared_file("sudoku_4x4_test.csv"), "sudoku")) == 500
     assert len(load_items(shared_file("gsm8k_test.jsonl"), "gsm8k")) == 1128
     assert len(load_items(shared_file("math500_test.jsonl"), "math")) == 500
+
+
+def test_nested_columns_by_dotted_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """verl's layout: the answer inside `reward_model`, the question inside `extra_info`; a row without the nested
+    value keeps its file:row report. The nested columns stay in the item beside the fields read from them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "verl.parquet"
+    rows = [
+        {"reward_model": {"style": "rule", "ground_truth": "72"}, "extra_info": {"question": "8*9?", "index": 0}},
+        {"reward_model": {"style": "rule", "ground_truth": None}, "extra_info": {"question": "1+1?", "index": 1}},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    fields = {"answer": "reward_model.ground_truth", "question": "extra_info.question"}
+    items = load_items(path, "gsm8k", fields=fields)
+    assert [(i["answer"], i["question"], i["extra_info"]["index"]) for i in items] == [("72", "8*9?", 0)]
+    assert items[0]["reward_model"]["style"] == "rule"
+    assert f"{path}:2: missing field 'answer' (column 'reward_model.ground_truth')" in capsys.readouterr().err
+    dotted = tmp_path / "dotted.jsonl"  # a column whose own name has a dot wins over the path
+    _jsonl(dotted, [json.dumps({"a.b": "5", "a": {"b": "6"}})])
+    assert load_items(dotted, "gsm8k", fields={"answer": "a.b"})[0]["answer"] == "5"
+
+
+def test_split_names_fill_the_path_and_pick_dataset_dict_splits(tmp_path: Path) -> None:
+    import datasets
+
+    rows = [json.dumps({"answer": str(k)}) for k in range(6)]
+    _jsonl(tmp_path / "gsm8k-train.jsonl", rows[:4])
+    _jsonl(tmp_path / "gsm8k-test.jsonl", rows[4:])
+    hub = DataConfig(task="gsm8k", path=str(tmp_path / "gsm8k-{split}.jsonl"), eval_split="test")
+    assert [i["answer"] for i in load_task_items(hub, "eval", 0)] == ["4", "5"]
+    assert len(load_task_items(hub, "train", 0)) == 4
+    with pytest.raises(DataError, match=r"gsm8k-eval\.jsonl: not found"):
+        load_task_items(hub.model_copy(update={"eval_split": "eval"}), "eval", 0)
+
+    splits = {"train": [{"answer": "1"}] * 3, "test": [{"answer": "2"}] * 2}
+    datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()}).save_to_disk(tmp_path / "dd")
+    named = DataConfig(task="gsm8k", path=str(tmp_path / "dd"), eval_split="test", num_eval=1)
+    assert [i["answer"] for i in load_task_items(named, "eval", 0)] == ["2", "2"]
+    assert [i["answer"] for i in load_task_items(named, "train", 0)] == ["1", "1", "1"]
+    unnamed = named.model_copy(update={"eval_split": "eval"})
+    with pytest.raises(DataError, match=r"holds splits train, test; name the two to use in data.train_split"):
+        load_task_items(unnamed, "eval", 0)
+    with pytest.raises(DataError, match=r"has no split 'validation'; it holds train, test"):
+        load_items(tmp_path / "dd", "gsm8k", split="validation")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.eval_split=a/b", "data.eval_split = 'a/b': must be a non-empty name without '/', '{' or padding"),
+        ("data.train_split=", "data.train_split = '': must be a non-empty name without '/', '{' or padding"),
+        ("data.eval_split=train", "data.eval_split = 'train': must differ from train_split"),
+    ],
+)
+def test_split_names_are_checked(override: str, message: str) -> None:
+    from common.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == f"overrides: {message}"

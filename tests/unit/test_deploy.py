@@ -18,13 +18,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 from ray._private.ray_constants import PROMETHEUS_SERVICE_DISCOVERY_FILE
-from ray.util import metrics as ray_metrics
 
 from cluster.placement import check_capacity, role_bundles
 from common.config import ClusterConfig, Config, load_config
 from common.errors import UserError
-from common.metrics import DEFINITIONS
-from rewards.metrics import RayRewardMetrics
+from common.metrics import DEFINITIONS, RUN_TAG, RoleMetrics
+from rewards.metrics import REWARD_DEFINITIONS, RayRewardMetrics
 from rewards.registry import ENTRY_POINT_GROUP, build_reward_fn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,19 +67,37 @@ def cluster_node_resources() -> list[tuple[dict[str, float], dict[str, float]]]:
 # ---------------------------------------------------------------------------------------------- metrics
 
 
+class _Created:
+    """Stands in for ray.util.metrics: records the (kind, name, tag keys) of every metric object created."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def _make(self, kind: str, name: str, tag_keys: tuple[str, ...], **_: object) -> object:
+        self.created[name] = (kind, tag_keys)
+        return self
+
+    def Gauge(self, name: str, **kwargs: object) -> object:
+        return self._make("gauge", name, **kwargs)
+
+    def Counter(self, name: str, **kwargs: object) -> object:
+        return self._make("counter", name, **kwargs)
+
+    def Histogram(self, name: str, **kwargs: object) -> object:
+        return self._make("histogram", name, **kwargs)
+
+
 def registered_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name -> (kind, tag keys) of every agrpo_* metric the runtime creates, read from the code itself."""
-    found = {name: (kind, tuple(tags)) for name, (kind, _, tags) in DEFINITIONS.items()}
-    for obj in vars(RayRewardMetrics()).values():
-        if isinstance(obj, ray_metrics.Metric):
-            if isinstance(obj, ray_metrics.Histogram):
-                kind = "histogram"
-            elif isinstance(obj, ray_metrics.Counter):
-                kind = "counter"
-            else:
-                kind = "gauge"
-            found[obj.info["name"]] = (kind, tuple(obj.info["tag_keys"]))
-    return found
+    """name -> (kind, tag keys) of every agrpo_* metric the runtime creates, read from the objects the code
+    itself creates (the roles' table through `RoleMetrics`, the reward service's through `RayRewardMetrics`)."""
+    factory = _Created()
+    roles = RoleMetrics("r", factory=factory)
+    for name in DEFINITIONS:
+        roles._get(name)
+    rewards = RayRewardMetrics("r", factory=factory)
+    for name in REWARD_DEFINITIONS:
+        rewards.metrics._get(name)
+    return dict(factory.created)
 
 
 def exported_names(name: str, kind: str) -> set[str]:
@@ -123,6 +140,7 @@ def test_metric_collection_sees_both_sources() -> None:
     assert {name for name in metrics if name not in DEFINITIONS} == {
         name for name in metrics if name.startswith("agrpo_reward_") and name != "agrpo_reward_mean_by_task"
     }
+    assert all(tags[0] == RUN_TAG for _, tags in metrics.values())
 
 
 def test_exported_names_follow_ray_rules() -> None:
@@ -160,6 +178,20 @@ def test_dashboard_queries_only_registered_metrics_with_their_labels() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_dashboard_query_selects_and_keeps_apart_the_chosen_runs() -> None:
+    """Each agrpo series is filtered by the `run` variable and every aggregation keeps `run`, so two runs on one
+    cluster are two lines, never one max()."""
+    problems = []
+    for title, expr in dashboard_exprs():
+        for series in re.findall(r"(?<![\w:])(ray_agrpo_\w+)(\{[^}]*\})?", expr):
+            if 'run=~"$run"' not in series[1]:
+                problems.append(f"{title}: {series[0]} is not filtered by run")
+        for keys in re.findall(r"\b(?:max|min|sum|avg|count)\s*(?:by\s*\(([^)]*)\))?\s*\(", expr):
+            if "run" not in [k.strip() for k in keys.split(",")]:
+                problems.append(f"{title}: an aggregation drops run: {expr}")
+    assert not problems, "\n".join(problems)
+
+
 def test_dashboard_shows_every_registered_metric() -> None:
     table = exported_table()
     shown = {table[s] for _, expr in dashboard_exprs() for s in metric_identifiers(expr) if s in table}
@@ -170,7 +202,9 @@ def test_dashboard_panels_are_well_formed() -> None:
     dashboard = read(DEPLOY / "monitoring" / "grafana-dashboard.json")
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "run"]
+    run = dashboard["templating"]["list"][1]
+    assert metric_identifiers(run["definition"]) and run["includeAll"] and run["allValue"] == ".*"
     for panel in dashboard["panels"]:
         assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
@@ -269,6 +303,7 @@ def test_released_recipe_numbers() -> None:
     assert (c.learner.lr, c.learner.schedule, c.learner.warmup_ratio) == (5e-6, "cosine", 0.01)
     assert (c.learner.betas, c.learner.weight_decay, c.learner.grad_clip) == ((0.9, 0.99), 0.01, 1.0)
     assert (c.learner.zero_stage, c.model.dtype, c.rollout.max_staleness) == (2, "bfloat16", 0)
+    assert c.learner.gradient_checkpointing  # not in the released recipe: memory only, the same gradients
     # 8 GPUs x per-GPU batch 8 x grad accumulation 2 = 128 sequences per optimizer step.
     assert c.learner.groups_per_step * c.algorithm.group_size == 8 * 8 * 2
     assert (c.data.task, c.data.template, c.rewards.scheme) == ("gsm8k", "agrpo", "agrpo")
@@ -427,7 +462,7 @@ def test_ray_cluster_launcher_config() -> None:
     assert config["head_node_type"] in types
     assert types[config["head_node_type"]]["resources"].get("GPU", 0) == 0
     assert max(t["resources"].get("GPU", 0) for t in types.values()) == 8
-    assert any("agrpo[gpu]" in command for command in config["setup_commands"])
+    assert any('pip install -q -e "$HOME/agrpo"' in command for command in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
     for flag in ("--head", "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--metrics-export-port=8080"):
         assert flag in head

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 from common.config import ModelConfig
 from common.errors import CheckpointError
 from common.model import LLaDAModelLM
+from common.model.llada import AUTO_MAP
 from common.model.loading import (
     Policy,
     load_policy,
@@ -201,7 +202,8 @@ def test_public_llada_directory_loads_into_the_native_class(tmp_path: Path) -> N
     assert policy.model.get_input_embeddings().num_embeddings == EMB
     assert policy.model(ids(1, (2, 6))).logits.shape == (2, 6, VOCAB)
     assert (policy.mask_id, policy.eos_id, policy.pad_id, policy.banned_ids) == (2, 1, 1, (2,))
-    assert "auto_map" not in policy.model.config.to_dict()  # a saved copy must not point at absent code
+    # The directory's auto_map points at LLaDA's modeling_llada.py; a saved copy carries (and names) ours instead.
+    assert policy.model.config.to_dict()["auto_map"] == AUTO_MAP
 
 
 @pytest.mark.parametrize(
@@ -349,7 +351,8 @@ def test_broken_directories_name_the_path_and_the_problem(
     elif damage == "drop_tokenizer":
         (path / "tokenizer.json").unlink()
         (path / "tokenizer_config.json").unlink()
-    elif damage == "unknown_type":
+    elif damage == "unknown_type":  # and no code of its own (a saved directory's auto_map names ours)
+        config.pop("auto_map")
         (path / "config.json").write_text(json.dumps({**config, "model_type": "not_a_model"}))
     elif damage == "no_mask":
         (path / "config.json").write_text(json.dumps({**config, "mask_token_id": None}))

@@ -356,48 +356,6 @@ def test_sandbox_startup_timeout_comes_from_the_config() -> None:
         scorer.close()
 
 
-class _Recorder:
-    """Stands in for a Ray metric: keeps what was observed, set or added, per tags."""
-
-    def __init__(self, name: str, **_: Any) -> None:
-        self.name = name
-        self.values: list[tuple[str, float, dict[str, str]]] = []
-
-    def observe(self, value: float, tags: dict[str, str]) -> None:
-        self.values.append(("observe", value, tags))
-
-    def inc(self, value: float, tags: dict[str, str]) -> None:
-        self.values.append(("inc", value, tags))
-
-    def set(self, value: float, tags: dict[str, str]) -> None:
-        self.values.append(("set", value, tags))
-
-
-def test_reward_metrics_export_each_outcome_under_its_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rewards import metrics as reward_metrics
-    from rewards.outcomes import PluginOutcome
-
-    for kind in ("Histogram", "Counter", "Gauge"):
-        monkeypatch.setattr(reward_metrics.metrics, kind, _Recorder)
-    exported = reward_metrics.RayRewardMetrics()
-    outcomes = [
-        PluginOutcome(score=1.0, latency_s=0.01),
-        PluginOutcome.failed("timeout", latency_s=5.0, timed_out=True),
-        PluginOutcome.failed("ValueError: x", latency_s=0.02),
-        PluginOutcome(score=0.5, latency_s=0.03),
-    ]
-    totals = reward_metrics.PluginStats(calls=10, score_sum=4.0)
-    exported.record("gsm8k", outcomes, totals)
-    tags = {"plugin": "gsm8k"}
-    assert exported.latency.values == [("observe", o.latency_s, tags) for o in outcomes]
-    assert exported.calls.values == [("inc", 4, tags)]
-    assert exported.timeouts.values == [("inc", 1, tags)]
-    assert exported.errors.values == [("inc", 1, tags)]
-    assert exported.mean_score.values == [("set", 0.4, tags)]
-    exported.record("gsm8k", outcomes[:1], totals)
-    assert exported.timeouts.values == [("inc", 1, tags)]  # nothing added for a group without timeouts
-
-
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
