@@ -20,6 +20,7 @@ from common.config import Config
 from common.metrics import RoleMetrics
 from common.record import RolloutGroup
 from common.weight_sync import SyncStats
+from learner.correction import reduce_summaries
 from rewards.grading import grade_all
 
 
@@ -92,14 +93,15 @@ def completion_length(groups: list[RolloutGroup]) -> float:
 
 
 def learner_fields(ranks: list[dict[str, float]]) -> dict[str, float]:
-    """The learner's statistics of the step, reduced over ranks."""
+    """The learner's statistics of the step, reduced over ranks (the mismatch fields token-weighted,
+    learner/correction.py)."""
     return {
         "loss": float(np.mean([r["loss"] for r in ranks])),
         "grad_norm": ranks[0]["grad_norm"],
         "lr": ranks[0]["lr"],
         "clip_fraction": float(np.mean([r["clip_fraction"] for r in ranks])),
         "kl": float(np.mean([r["kl"] for r in ranks])),
-        "max_logprob_diff": float(max(r["max_logprob_diff"] for r in ranks)),
+        **reduce_summaries(ranks),
         "timesteps_per_s": float(sum(r["timesteps_per_s"] for r in ranks)),
     }
 

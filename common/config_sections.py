@@ -210,6 +210,28 @@ class AlgorithmConfig(Section):
     clip_eps: float = Field(0.2, gt=0.0, description="PPO clipping epsilon of the per-token ratio.")
     beta: float = Field(0.0, ge=0.0, description="k3 KL coefficient against the reference (base) model.")
     scale_advantages: bool = Field(False, description="Divide advantages by the group reward std.")
+    rollout_correction: Literal["none", "tis", "mask", "seq_tis", "seq_mask"] = Field(
+        "none",
+        description="Rollout/learner mismatch correction (AGRPO): `none` takes the recorded behaviour log-probs as "
+        "the old policy; `tis` recomputes the rollout weights' exact log-probs (no gradient) as the old policy and "
+        "weights each token by min(ratio, tis_cap), ratio = pi_old / pi_behaviour; `mask` weights by the ratio "
+        "and drops tokens whose ratio leaves [mask_low, mask_high]; `seq_tis` / `seq_mask` use one ratio per "
+        "trajectory, the geometric mean of its scored tokens' ratios.",
+    )
+    tis_cap: float = Field(2.0, gt=1.0, description="Upper bound of the importance weight under tis / seq_tis.")
+    mask_low: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Lowest ratio a token keeps under mask (a trajectory under seq_mask)."
+    )
+    mask_high: float = Field(
+        2.0, gt=1.0, description="Highest ratio a token keeps under mask (a trajectory under seq_mask)."
+    )
+    measure_mismatch: bool = Field(
+        True,
+        description="Under rollout_correction = none, still recompute the old policy (no gradient) for groups "
+        "sampled with older weights, so the mismatch and drift metrics cover every token; the other modes always "
+        "recompute. Costs one forward per such (trajectory, timestep) pair and keeps max_staleness weight versions "
+        "on each learner rank.",
+    )
     diffu_grpo: DiffuGRPOConfig = Field(default_factory=DiffuGRPOConfig, description="diffu-GRPO settings.")
 
     @field_validator("k", mode="before")
@@ -221,6 +243,15 @@ class AlgorithmConfig(Section):
         if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError(f"k = {brief(value)}: must be an integer of at least 1, or `all`")
+
+    @model_validator(mode="after")
+    def _correction_applies(self) -> AlgorithmConfig:
+        if self.name == "diffu_grpo" and self.rollout_correction != "none":
+            raise ValueError(
+                f"rollout_correction = {self.rollout_correction}: applies to agrpo only (diffu-GRPO recomputes its "
+                "own old log-probs and never reads the rollout's)"
+            )
+        return self
 
 
 class RolloutConfig(Section):

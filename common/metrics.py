@@ -50,7 +50,6 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "agrpo_learner_tokens_per_second": ("gauge", "Completion tokens scored per second by the learner.", ()),
     "agrpo_learner_timesteps_per_second": ("gauge", "(trajectory, timestep) pairs per second.", ()),
     "agrpo_learner_clip_fraction": ("gauge", "Fraction of tokens whose ratio was clipped.", ()),
-    "agrpo_logprob_mismatch": ("gauge", "Max |learner - rollout| log-prob at the first pass.", ()),
     "agrpo_rollout_groups_total": ("counter", "Groups sampled by rollout workers.", ("worker",)),
     "agrpo_rollout_groups_in_flight": ("gauge", "Groups dispatched and not yet rewarded.", ()),
     "agrpo_rollout_queue_depth": ("gauge", "Rewarded groups waiting for the learner.", ()),
@@ -65,6 +64,12 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "agrpo_reward_mean_by_task": ("gauge", "Mean training reward per task.", ("task",)),
     "agrpo_accuracy": ("gauge", "Held-out accuracy per task.", ("task",)),
     "agrpo_driver_stage_seconds": ("histogram", "Wall time of each stage of a training step.", ("stage",)),
+    "agrpo_rollout_mismatch_mean": ("gauge", "Mean |log pi_old - log pi_behaviour| (same weights).", ()),
+    "agrpo_rollout_mismatch_max": ("gauge", "Max |log pi_old - log pi_behaviour| (same weights).", ()),
+    "agrpo_rollout_mismatch_kl": ("gauge", "k3 estimate of KL(pi_behaviour || pi_old) per token.", ()),
+    "agrpo_rollout_mismatch_corrected_fraction": ("gauge", "Fraction of tokens capped or masked.", ()),
+    "agrpo_policy_drift_mean": ("gauge", "Mean |log pi_theta - log pi_old| at the update's first pass.", ()),
+    "agrpo_policy_drift_max": ("gauge", "Max |log pi_theta - log pi_old| at the update's first pass.", ()),
 }
 
 

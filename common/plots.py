@@ -186,7 +186,14 @@ LEARNER_PANELS: tuple[tuple[str, tuple[Series, ...]], ...] = (
     ("gradient norm", (("grad_norm", "grad norm (before clipping)"),)),
     ("learning rate", (("lr", "learning rate"),)),
     ("fraction", (("clip_fraction", "clipped tokens"), ("zero_variance_fraction", "zero-variance groups"))),
-    ("nats per token", (("kl", "KL to the reference"), ("max_logprob_diff", "log-prob mismatch (max)"))),
+    (
+        "nats per token",
+        (
+            ("kl", "KL to the reference"),
+            ("rollout_mismatch_max", "rollout/learner mismatch (max)"),
+            ("policy_drift_max", "policy drift (max)"),
+        ),
+    ),
     ("reward", (("reward_mean", "reward mean"), ("reward_std", "reward std"))),
     ("tokens", (("completion_length", "completion length (before EOS)"),)),
     ("timesteps per second", (("timesteps_per_s", "learner timesteps per second"),)),

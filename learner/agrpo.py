@@ -11,12 +11,16 @@ one forward/backward each: for full attention one row per pair, up to `micro_bat
 block-causal model one composite row per trajectory holding all its pairs (learner/composite.py), whole
 trajectories up to `micro_batch_size` pairs. `backward` receives each micro-batch's share of the loss, so
 the accumulated gradient is the full-batch gradient whatever the packing (DeepSpeed passes `engine.backward`).
+
+The PPO ratio's old policy is the rollout's recorded (behaviour) log-prob under `algorithm.rollout_correction =
+none`, or the rollout weights' exact log-prob with a truncated importance weight or mask under the correcting
+modes (learner/correction.py); either way every call measures the rollout/learner mismatch and the policy drift.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +30,7 @@ from common.config import AlgorithmConfig
 from common.model.block_mask import BlockSpec, block_spec
 from common.record import TrajectoryBatch
 from learner.composite import CompositeTokens, build_composite_tokens, composite_token_logprobs, trajectory_chunks
+from learner.correction import Correction, MismatchStats, OldPolicy, importance_weights, measure
 from learner.logprobs import LogitsFn, StepTokens, build_step_tokens, model_logits, step_token_logprobs
 from learner.timesteps import sample_timesteps
 
@@ -38,16 +43,16 @@ def default_backward(loss: torch.Tensor) -> None:
 
 @dataclass
 class LossStats:
-    """What one loss evaluation reports; `max_logprob_diff` is the rollout/learner log-prob mismatch."""
+    """What one loss evaluation reports; `mismatch` holds the rollout/learner numerics and the policy drift."""
 
     loss: float
     clip_fraction: float
     mean_ratio: float
-    max_logprob_diff: float
     kl: float
     pairs: int
     tokens: int
     forward_passes: int
+    mismatch: MismatchStats = field(default_factory=MismatchStats)
 
 
 def pack(num_pairs: int, micro_batch_size: int) -> list[slice]:
@@ -55,12 +60,13 @@ def pack(num_pairs: int, micro_batch_size: int) -> list[slice]:
     return [slice(s, min(s + micro_batch_size, num_pairs)) for s in range(0, num_pairs, micro_batch_size)]
 
 
-def pair_chunks(rows: np.ndarray, micro_batch_size: int, composite: bool) -> list[slice]:
-    """The micro-batches of a loss call: `pack` for one row per pair, whole trajectories for composite rows."""
-    return trajectory_chunks(rows, micro_batch_size) if composite else pack(len(rows), micro_batch_size)
+def pair_chunks(rows: np.ndarray, micro_batch_size: int, whole_trajectories: bool) -> list[slice]:
+    """The micro-batches of a loss call: `pack` for one row per pair; whole trajectories for composite rows and
+    for a sequence-level correction (one ratio per trajectory needs all its tokens in one micro-batch)."""
+    return trajectory_chunks(rows, micro_batch_size) if whole_trajectories else pack(len(rows), micro_batch_size)
 
 
-class _PairScorer:
+class PairScorer:
     """Builds a chunk's inputs and scores its committed tokens, in the layout the model calls for."""
 
     def __init__(self, block: BlockSpec | None, composite: bool, pad_id: int) -> None:
@@ -125,13 +131,16 @@ def agrpo_pairs_loss(
     ref_logits_fn: LogitsFn | None = None,
     logits_fn: LogitsFn | None = None,
     composite: bool | None = None,
+    correction: Correction | None = None,
+    old_policy: OldPolicy | None = None,
 ) -> LossStats:
     """Loss and gradient of the given pairs: sum_pairs coef * term / B, packed into micro-batches.
 
     `logits_fn` replaces `model(...).logits` (a DeepSpeed engine's forward, a shifted Dream model); `model`
     then tells the device and whether attention is block-causal. `composite` (default: for block-causal
     models) scores each trajectory's pairs in one composite row instead of one row per pair; both give the
-    same loss and gradient.
+    same loss and gradient. `correction` and `old_policy` say how the rollout/learner mismatch is corrected
+    (learner/correction.py; default: `none`, every trajectory sampled with the weights being trained).
     """
     if beta > 0 and ref_logits_fn is None:
         raise ValueError(f"beta = {beta}: a KL term needs ref_logits_fn (the reference policy)")
@@ -141,36 +150,41 @@ def agrpo_pairs_loss(
     policy = logits_fn or model_logits(model)
     block = block_spec(model)
     composite = block is not None if composite is None else composite
-    scorer = _PairScorer(block, composite, pad_id)
+    scorer = PairScorer(block, composite, pad_id)
+    correction = correction or Correction()
+    old_policy = old_policy or OldPolicy.all_fresh(batch.size)
     rows_np, steps_np = rows.cpu().numpy(), steps.cpu().numpy()
     adv = advantages.to(device, torch.float32)
     weights = coef.to(device, torch.float32)
     loss_sum = clipped = ratio_sum = kl_sum = 0.0
-    max_diff = 0.0
+    mismatch = MismatchStats()
     tokens = passes = 0
-    for chunk in pair_chunks(rows_np, micro_batch_size, composite):
+    for chunk in pair_chunks(rows_np, micro_batch_size, composite or correction.sequence):
         step_tokens = scorer.build(batch, rows_np[chunk], steps_np[chunk])
         if step_tokens.num_tokens == 0:
             continue
         logprob = scorer.logprobs(policy, step_tokens, batch, banned_ids, device)
-        old = step_tokens.old_logprob.to(device)
+        behaviour = step_tokens.behaviour_logprob.to(device)
         pair = step_tokens.token_pair.to(device)
-        token_adv = adv[rows[chunk].to(device)][pair]
-        token_coef = weights[chunk][pair]
-        surrogate, ratio, active = clipped_surrogate(logprob, old, token_adv, clip_eps)
-        per_token = -surrogate
+        trajectory = rows[chunk].to(device)[pair]
+        old = old_policy.for_tokens(logprob.detach(), trajectory, pair + chunk.start, step_tokens.token_pos)
+        known = ~torch.isnan(old)
+        anchor = torch.where(known, old, behaviour) if correction.corrects else behaviour
+        weight, adjusted = importance_weights(old - behaviour, known, trajectory, correction)
+        surrogate, ratio, active = clipped_surrogate(logprob, anchor, adv[trajectory], clip_eps)
+        per_token = -weight * surrogate
         if beta > 0:
             with torch.no_grad():
                 ref = scorer.logprobs(ref_logits_fn, step_tokens, batch, banned_ids, device)  # type: ignore[arg-type]
             kl = k3_kl(ref, logprob)
             per_token = per_token + beta * kl
             kl_sum += float(kl.detach().sum())
-        loss = (token_coef * per_token).sum() / batch.size
+        loss = (weights[chunk][pair] * per_token).sum() / batch.size
         backward(loss)
         loss_sum += float(loss.detach())
         clipped += float(active.sum())
         ratio_sum += float(ratio.detach().sum())
-        max_diff = max(max_diff, float((logprob.detach() - old).abs().max()))
+        mismatch = mismatch.merge(measure(logprob, old, behaviour, known, adjusted))
         tokens += step_tokens.num_tokens
         passes += 1
     total = max(tokens, 1)
@@ -178,11 +192,11 @@ def agrpo_pairs_loss(
         loss=loss_sum,
         clip_fraction=clipped / total,
         mean_ratio=ratio_sum / total if tokens else 1.0,
-        max_logprob_diff=max_diff,
         kl=kl_sum / total,
         pairs=len(rows_np),
         tokens=tokens,
         forward_passes=passes,
+        mismatch=mismatch,
     )
 
 

@@ -111,15 +111,17 @@ class CompositeTokens:
     """A composite micro-batch of whole trajectories and the tokens their sampled timesteps committed.
 
     Mirrors learner.logprobs.StepTokens: `token_pair` is the index of a token's (row, step) pair within the
-    chunk, and `token_row` / `token_col` say where its logits are in the composite.
+    chunk, `token_pos` its completion position, and `token_row` / `token_col` say where its logits are in the
+    composite.
     """
 
     composite: Composite
     token_row: torch.Tensor
     token_col: torch.Tensor
     token_pair: torch.Tensor
+    token_pos: torch.Tensor
     token_ids: torch.Tensor
-    old_logprob: torch.Tensor
+    behaviour_logprob: torch.Tensor
     allowed_ids: torch.Tensor | None
 
     @property
@@ -161,8 +163,9 @@ def build_composite_tokens(
         token_row=torch.from_numpy(pair_row[pair]),
         token_col=torch.from_numpy(cols),
         token_pair=torch.from_numpy(pair),
+        token_pos=torch.from_numpy(pos),
         token_ids=torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
-        old_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
+        behaviour_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
         allowed_ids=allowed,
     )
 

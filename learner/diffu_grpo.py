@@ -32,6 +32,7 @@ from learner.agrpo import (
     model_device,
     pack,
 )
+from learner.correction import MismatchStats
 from learner.logprobs import LogitsFn, banned_token_ids, left_pad, model_logits, truncated_logprobs
 
 
@@ -123,6 +124,9 @@ def diffu_grpo_loss(
 ) -> LossStats:
     """One inner iteration: loss = mean_i [ sum_j m_ij (-surrogate_ij + beta*KL_ij) / sum_j m_ij ].
 
+    Its old log-probs are the learner's own, recomputed before the first update, so `mismatch` holds only the
+    policy drift (new against old); the rollout's log-probs are never read.
+
     `logits_fn` replaces `model(...).logits` (e.g. a DeepSpeed engine's forward); `model` then only tells
     the device.
     """
@@ -139,7 +143,8 @@ def diffu_grpo_loss(
     adv = advantages.to(device, torch.float32)
     old_all = old_logprob.to(device, torch.float32)
     order = np.arange(batch.size)
-    loss_sum = clipped = ratio_sum = kl_sum = max_diff = 0.0
+    loss_sum = clipped = ratio_sum = kl_sum = 0.0
+    drift = MismatchStats()
     passes = 0
     for chunk in pack(batch.size, micro_batch_size):
         rows = order[chunk]
@@ -160,16 +165,19 @@ def diffu_grpo_loss(
         loss_sum += float(loss.detach())
         clipped += float(active[counted].sum())
         ratio_sum += float(ratio.detach()[counted].sum())
-        max_diff = max(max_diff, float((logprob.detach() - old)[counted].abs().max()))
+        diff = (logprob.detach() - old)[counted].abs()
+        drift = drift.merge(
+            MismatchStats(drift_tokens=diff.numel(), drift_sum=float(diff.sum()), drift_max=float(diff.max()))
+        )
         passes += 1
     tokens = int(completion_mask(batch).sum())
     return LossStats(
         loss=loss_sum,
         clip_fraction=clipped / tokens,
         mean_ratio=ratio_sum / tokens,
-        max_logprob_diff=max_diff,
         kl=kl_sum / tokens,
         pairs=batch.size,
         tokens=tokens,
         forward_passes=passes,
+        mismatch=drift,
     )

@@ -211,6 +211,19 @@ class LearnerEngine:
         """The plain model's weights (merged under LoRA) on CPU, for `save_pretrained`; collective under ZeRO-3."""
         return self.full_weights.state_dict(STATE_BUCKET_BYTES)
 
+    # The trainable weights of a version, kept to score stale groups under the weights that sampled them.
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the trained parameters under the module's names (LoRA: the adapters); collective
+        under ZeRO-3."""
+        return module_state(self.engine.module, self.zero3, trainable_only=True, bucket_bytes=STATE_BUCKET_BYTES)
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Put `trainable_state()` output back into the module's parameters, leaving DeepSpeed's fp32 masters and
+        the optimizer alone (a temporary swap; restore the current weights before the next backward)."""
+        names = [n for n, p in self.engine.module.named_parameters() if p.requires_grad]
+        load_module_state(self.engine.module, state, self.zero3, names, STATE_BUCKET_BYTES)
+
     # Exact resume.
 
     def model_state(self) -> dict[str, torch.Tensor]:

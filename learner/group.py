@@ -101,8 +101,10 @@ class LearnerGroup:
         shares = split_groups(groups, self.world_size)
         if shares is None:
             return LearnerUpdate(self, [], skipped=f"{len(groups)} groups for {self.world_size} learner ranks")
+        # Every rank visits the same older versions in the same order (a collective under ZeRO-3).
+        older = sorted({g.weight_version for g in groups if g.weight_version != self.version})
         refs = [
-            rank.train_step.remote(share, step, self.world_size * len(share) / len(groups))
+            rank.train_step.remote(share, step, self.world_size * len(share) / len(groups), older)
             for rank, share in zip(self.ranks, shares, strict=True)
         ]
         return LearnerUpdate(self, refs)

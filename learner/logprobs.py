@@ -127,7 +127,8 @@ class StepTokens:
     """A packed micro-batch of (row, step) pairs and the tokens each pair committed.
 
     `input_ids`/`attention_mask` hold one left-padded [prompt, x_t] row per pair. The flat token arrays
-    list every committed token: the pair it belongs to, its completion position and its id.
+    list every committed token: the pair it belongs to, its completion position, its id and the log-prob the
+    rollout recorded for it (the behaviour policy's, learner/correction.py).
     """
 
     input_ids: torch.Tensor
@@ -135,7 +136,7 @@ class StepTokens:
     token_pair: torch.Tensor
     token_pos: torch.Tensor
     token_ids: torch.Tensor
-    old_logprob: torch.Tensor
+    behaviour_logprob: torch.Tensor
     allowed_ids: torch.Tensor | None
 
     @property
@@ -159,7 +160,7 @@ def build_step_tokens(batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarra
         token_pair=torch.from_numpy(pair),
         token_pos=torch.from_numpy(pos),
         token_ids=torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
-        old_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
+        behaviour_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
         allowed_ids=allowed,
     )
 

@@ -8,6 +8,7 @@ when to reduce gradients; that is why all timesteps are drawn before the first f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -19,8 +20,10 @@ from common.errors import ConfigError
 from common.model.block_mask import block_spec
 from common.record import TrajectoryBatch
 from learner.agrpo import LossStats, agrpo_pairs_loss, draw_pairs, pack, pair_chunks
+from learner.correction import Correction, MismatchStats
 from learner.diffu_grpo import diffu_grpo_logprobs, diffu_grpo_loss
 from learner.logprobs import LogitsFn, model_logits
+from learner.old_policy import PairDraw, WeightVersions, recompute_old_logprobs
 
 BoundaryBackward = Callable[[torch.Tensor, bool], None]
 OptimizerStep = Callable[[], dict[str, float]]
@@ -52,13 +55,16 @@ def accumulation_chunks(batch: TrajectoryBatch, group_size: int, chunks: int) ->
 
 
 def summarize(stats: list[LossStats], steps: list[dict[str, float]], chunks: int) -> dict[str, float]:
-    """Token-weighted means of the loss statistics plus the last optimizer step's grad norm and lr."""
+    """Token-weighted means of the loss statistics, the mismatch sums, and the last step's grad norm and lr."""
     tokens = max(1, sum(s.tokens for s in stats))
+    mismatch = MismatchStats()
+    for s in stats:
+        mismatch = mismatch.merge(s.mismatch)
     return {
         "loss": sum(s.loss for s in stats) / (chunks * len(steps)),
         "clip_fraction": sum(s.clip_fraction * s.tokens for s in stats) / tokens,
         "mean_ratio": sum(s.mean_ratio * s.tokens for s in stats) / tokens,
-        "max_logprob_diff": max(s.max_logprob_diff for s in stats),
+        **mismatch.summary(),
         "kl": sum(s.kl * s.tokens for s in stats) / tokens,
         "pairs": float(sum(s.pairs for s in stats)),
         "tokens": float(sum(s.tokens for s in stats)),
@@ -82,11 +88,15 @@ def policy_update(
     mask_seeds: Sequence[int] = (),
     logits_fn: LogitsFn | None = None,
     ref_logits_fn: LogitsFn | None = None,
+    sampled_with: WeightVersions | None = None,
 ) -> dict[str, float]:
     """AGRPO: one optimizer step. diffu-GRPO: one step per inner iteration (`mask_seeds`, one each).
 
     A block-causal model's AGRPO pairs are scored in composite sequences, one row per trajectory
-    (learner/composite.py); full attention keeps one row per pair.
+    (learner/composite.py); full attention keeps one row per pair. `sampled_with` says which weight version
+    sampled each trajectory (default: the weights being trained); pairs of older versions get their pi_old
+    recomputed under those weights before the first backward (learner/old_policy.py), as
+    `algorithm.rollout_correction` and `algorithm.measure_mismatch` ask.
     """
     algo, learner = config.algorithm, config.learner
     composite = block_spec(model) is not None
@@ -96,11 +106,25 @@ def policy_update(
     stats: list[LossStats] = []
     steps: list[dict[str, float]] = []
     if algo.name == "agrpo":
-        parts = [(batch.select(rows), advantages[rows]) for rows in chunks]
-        draws = [draw_pairs(sub, algo, generator) for sub, _ in parts]
-        planned = sum(len(pair_chunks(d[0].numpy(), mbs, composite)) for d in draws)
+        correction = Correction.from_config(algo)
+        sampled_with = sampled_with or WeightVersions(np.zeros(batch.size, dtype=np.int64), 0)
+        if not (correction.corrects or algo.measure_mismatch):
+            sampled_with = dataclasses.replace(sampled_with, history=None)
+        parts = [(batch.select(rows), advantages[rows], sampled_with.versions[rows]) for rows in chunks]
+        draws = [draw_pairs(sub, algo, generator) for sub, _, _ in parts]
+        olds = recompute_old_logprobs(
+            model,
+            logits_fn or model_logits(model),
+            [PairDraw(sub, v, r.numpy(), t.numpy()) for (sub, _, v), (r, t, _) in zip(parts, draws, strict=True)],
+            sampled_with,
+            micro_batch_size=mbs,
+            pad_id=pad_id,
+            banned_ids=banned_ids,
+        )
+        whole = composite or correction.sequence
+        planned = sum(len(pair_chunks(d[0].numpy(), mbs, whole)) for d in draws)
         counter = _Counter(backward, planned)
-        for (sub, adv), (rows, t, coef) in zip(parts, draws, strict=True):
+        for (sub, adv, _), (rows, t, coef), old in zip(parts, draws, olds, strict=True):
             counter.scale = sub.size / batch.size
             stats.append(
                 agrpo_pairs_loss(
@@ -115,6 +139,8 @@ def policy_update(
                     backward=counter,
                     logits_fn=logits_fn,
                     composite=composite,
+                    correction=correction,
+                    old_policy=old,
                     **shared,
                 )
             )

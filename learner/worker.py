@@ -31,7 +31,12 @@ from common.weight_sync import SyncStats, backend_for, create_group, layout_hash
 from learner.engine import LearnerEngine, init_learner_distributed
 from learner.logprobs import LogitsFn
 from learner.lora import ADAPTER_DIR, save_adapter
+from learner.old_policy import WeightVersions
 from learner.update import policy_update
+from learner.weight_history import WeightHistory
+
+ROLLOUT_WEIGHTS = "rollout_weights"
+"""The checkpoint part (rank 0's directory) holding the kept older weight versions."""
 
 
 class _EngineCall:
@@ -109,6 +114,17 @@ class LearnerWorker:
         )
         self.bucket_bytes = int(cfg.cluster.weight_sync_bucket_mb * 1024**2)
         self.reference = self._reference_logits(dtype)
+        self.history = self._weight_history()
+
+    def _weight_history(self) -> WeightHistory | None:
+        """The last `max_staleness` weight versions, when stale groups need their exact pi_old (a correction, or
+        the mismatch metrics); None on-policy (max_staleness 0), where every group has the current weights."""
+        algo, staleness = self.config.algorithm, self.config.rollout.max_staleness
+        wanted = algo.name == "agrpo" and (algo.rollout_correction != "none" or algo.measure_mismatch)
+        if not wanted or staleness == 0:
+            return None
+        engine = self.engine
+        return WeightHistory(engine.trainable_state, engine.load_trainable_state, staleness, collective=engine.zero3)
 
     def _reference_logits(self, dtype: torch.dtype) -> LogitsFn | None:
         """The frozen starting policy of the KL term (beta > 0), or None without one.
@@ -155,14 +171,26 @@ class LearnerWorker:
             position_ids,
         )
 
-    def train_step(self, groups: list[RolloutGroup], step: int, share_weight: float = 1.0) -> dict[str, float]:
+    def train_step(
+        self, groups: list[RolloutGroup], step: int, share_weight: float = 1.0, older: list[int] | None = None
+    ) -> dict[str, float]:
         """One update on this rank's share of whole groups.
 
         `share_weight` = world_size x (this rank's groups / the step's groups): the loss is a mean over this rank's
         trajectories and DeepSpeed averages the ranks, so the weight makes the result the mean over all of them.
+        `older` lists the weight versions below this rank's own of all the step's groups (every rank's share): each
+        rank swaps to each of them in turn to recompute pi_old, a collective under ZeRO-3.
         """
         cfg = self.config
         start = time.perf_counter()
+        if self.history is not None:
+            self.history.record(self.version)
+        sampled_with = WeightVersions(
+            np.concatenate([np.full(g.trajectories.size, g.weight_version) for g in groups]),
+            self.version,
+            self.history,
+            older,
+        )
         batch = TrajectoryBatch.concat([g.trajectories for g in groups])
         rewards = torch.tensor(np.stack([g.rewards for g in groups]), dtype=torch.float32)
         advantages = group_advantages(rewards, cfg.algorithm.scale_advantages).reshape(-1)
@@ -183,6 +211,7 @@ class LearnerWorker:
             mask_seeds=seeds,
             logits_fn=self._logits,
             ref_logits_fn=self.reference,
+            sampled_with=sampled_with,
         )
         self.version += 1
         seconds = time.perf_counter() - start
@@ -195,7 +224,12 @@ class LearnerWorker:
             m.set("agrpo_learner_grad_norm", stats["grad_norm"])
             m.set("agrpo_learner_lr", stats["lr"])
             m.set("agrpo_learner_clip_fraction", stats["clip_fraction"])
-            m.set("agrpo_logprob_mismatch", stats["max_logprob_diff"])
+            m.set("agrpo_rollout_mismatch_mean", stats["rollout_mismatch_mean"])
+            m.set("agrpo_rollout_mismatch_max", stats["rollout_mismatch_max"])
+            m.set("agrpo_rollout_mismatch_kl", stats["rollout_mismatch_kl"])
+            m.set("agrpo_rollout_mismatch_corrected_fraction", stats["rollout_correction_fraction"])
+            m.set("agrpo_policy_drift_mean", stats["policy_drift_mean"])
+            m.set("agrpo_policy_drift_max", stats["policy_drift_max"])
             m.observe("agrpo_learner_step_seconds", seconds)
             m.set("agrpo_learner_timesteps_per_second", stats["timesteps_per_s"] * self.world_size)
             m.set("agrpo_learner_tokens_per_second", stats["tokens_per_s"] * self.world_size)
@@ -243,6 +277,9 @@ class LearnerWorker:
         if self.config.learner.lora.enabled:
             state["adapters"] = self.engine.model_state()
         save_state(Path(directory), "state", state)
+        if self.history is not None and self.rank == 0:
+            # Every rank keeps the same versions; rank 0 stores them once and every rank reads them back.
+            save_state(Path(directory), ROLLOUT_WEIGHTS, self.history.state(self.version))
 
     def load_model(self, directory: str) -> None:
         """Load the full weights (every rank); under LoRA the adapters come from `load_state` instead."""
@@ -263,3 +300,6 @@ class LearnerWorker:
         self.engine.load_optimizer_state(state["optimizer"])
         set_rng_state(state["rng"])
         self.version = int(state["version"])
+        kept = Path(directory).parent / "learner-0"
+        if self.history is not None and (kept / f"{ROLLOUT_WEIGHTS}.json").is_file():
+            self.history.load_state(load_state(kept, ROLLOUT_WEIGHTS))

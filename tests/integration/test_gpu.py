@@ -50,7 +50,7 @@ def test_bf16_sampling_records_are_on_policy() -> None:
     tokens = build_step_tokens(batch, rows.numpy(), steps.numpy(), PAD)
     with torch.no_grad():
         logprob = step_token_logprobs(model_logits(model), tokens, batch, (PAD,), torch.device("cuda"))
-    diff = (logprob.float().cpu() - tokens.old_logprob).abs().max()
+    diff = (logprob.float().cpu() - tokens.behaviour_logprob).abs().max()
     assert diff < 1e-2, f"bf16 recompute differs from the rollout by {diff}"
 
 

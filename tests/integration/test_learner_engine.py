@@ -1,5 +1,5 @@
 """LearnerEngine on 2 gloo ranks: every ZeRO stage matches a plain torch reference, resume is bit-exact, LoRA
-trains only adapters and syncs merged weights.
+trains only adapters and syncs merged weights, older weight versions swap in and out without changing training.
 
 One spawned 2-rank world runs every check (DeepSpeed start-up is the slow part) and sends its results back
 as numpy arrays; the parent computes the single-process reference and asserts.
@@ -102,6 +102,29 @@ def _train(engine: Any, steps: range, rank: int) -> list[dict[str, float]]:
     return stats
 
 
+def _train_with_swaps(engine: Any, steps: range, rank: int) -> dict[str, Any]:
+    """`_train`, but before each step the weights of the previous version are swapped in for a no-grad forward
+    (what the learner does to score stale groups) and swapped out again."""
+    from learner.weight_history import WeightHistory
+
+    history = WeightHistory(engine.trainable_state, engine.load_trainable_state, keep=1, collective=engine.zero3)
+    probe = micro_batches(99, 0)[0][0]
+    current, previous = [], []
+    for step in steps:
+        history.record(step)
+        with torch.no_grad():
+            current.append(engine.forward(input_ids=probe).logits.clone())
+            if history.has(step - 1):
+                with history.use(step - 1):
+                    previous.append(engine.forward(input_ids=probe).logits.clone())
+        _train(engine, range(step, step + 1), rank)
+    return {
+        "final": engine.full_state_dict(),
+        "previous_reproduced": all(torch.equal(a, b) for a, b in zip(current[:-1], previous, strict=True)),
+        "kept": history.versions,
+    }
+
+
 def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
     from common.weight_sync import contiguous_span, create_group
     from learner.engine import LearnerEngine
@@ -140,7 +163,11 @@ def _stage_checks(stage: int, rank: int, tmp: Path) -> dict[str, Any]:
     resumed.load_optimizer_state(parts["optim"])
     resumed_stats = _train(resumed, range(2, STEPS), rank)
     resumed_final = resumed.full_state_dict()
+    swapped = _train_with_swaps(LearnerEngine(tiny(), cfg, rank, WORLD, "cpu", torch.float32), range(STEPS), rank)
     return {
+        "swapped_equal": all(torch.equal(final[k], swapped["final"][k]) for k in final),
+        "previous_reproduced": swapped["previous_reproduced"],
+        "kept": swapped["kept"],
         "stats": stats,
         "final": final,
         "synced": synced,
@@ -173,7 +200,10 @@ def _lora_checks(stage: int, rank: int) -> dict[str, Any]:
     resumed.load_optimizer_state(saved[1])
     _train(resumed, range(1, 3), rank)
     resumed_full = resumed.full_state_dict()
+    swapped = _train_with_swaps(LearnerEngine(tiny(), cfg, rank, WORLD, "cpu", torch.float32), range(3), rank)
     return {
+        "swapped_equal": all(torch.equal(full[k], swapped["final"][k]) for k in full),
+        "previous_reproduced": swapped["previous_reproduced"],
         "trainable": trainable,
         "adapters": engine.model_state(),
         "synced": synced,
@@ -314,6 +344,19 @@ def test_resume_is_bit_identical(world: dict, stage: int) -> None:
         got = world[rank][f"stage{stage}"]
         assert got["resumed_equal"], f"stage {stage} rank {rank}: resumed weights differ"
         assert got["resumed_stats"] == got["stats"][2:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_older_weights_swap_in_and_out_without_changing_training(world: dict, stage: int) -> None:
+    """A no-grad pass under the previous version's weights before every step (learner/weight_history.py)
+    reproduces that version's logits exactly, and the run ends on bit-identical weights; LoRA swaps adapters."""
+    for rank in range(WORLD):
+        for key in (f"stage{stage}", *([f"lora{stage}"] if stage in LORA_STAGES else [])):
+            got = world[rank][key]
+            assert got["swapped_equal"], f"{key} rank {rank}: swapping weights changed the training"
+            assert got["previous_reproduced"], f"{key} rank {rank}: the swapped-in weights are not the old ones"
+        assert list(world[rank][f"stage{stage}"]["kept"]) == [STEPS - 2, STEPS - 1]
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def test_recomputed_logprobs_match_the_rollout(
         tokens = build_step_tokens(batch, rows.numpy()[chunk], steps.numpy()[chunk], PAD)
         with torch.no_grad():
             logprob = step_token_logprobs(model_logits(model), tokens, batch, BANNED)
-        assert torch.allclose(logprob, tokens.old_logprob, atol=1e-5, rtol=0)
+        assert torch.allclose(logprob, tokens.behaviour_logprob, atol=1e-5, rtol=0)
     stats = agrpo_loss(
         model,
         batch,
@@ -87,7 +87,7 @@ def test_recomputed_logprobs_match_the_rollout(
         generator=torch.Generator().manual_seed(0),
         banned_ids=BANNED,
     )
-    assert stats.max_logprob_diff <= 1e-5 and abs(stats.mean_ratio - 1.0) <= 1e-5 and stats.clip_fraction == 0
+    assert stats.mismatch.max <= 1e-5 and abs(stats.mean_ratio - 1.0) <= 1e-5 and stats.clip_fraction == 0
 
 
 def test_greedy_records_are_scored_at_temperature_one(model: torch.nn.Module) -> None:
@@ -97,7 +97,7 @@ def test_greedy_records_are_scored_at_temperature_one(model: torch.nn.Module) ->
     tokens = build_step_tokens(batch, rows.numpy(), steps.numpy(), PAD)
     with torch.no_grad():
         logprob = step_token_logprobs(model_logits(model), tokens, batch, BANNED)
-    assert torch.allclose(logprob, tokens.old_logprob, atol=1e-5, rtol=0)
+    assert torch.allclose(logprob, tokens.behaviour_logprob, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("mbs", [1, 3, 16, 64])

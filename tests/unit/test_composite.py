@@ -73,7 +73,7 @@ def test_composite_rows_give_the_per_timestep_loss_and_gradient(k: int | str, sh
     assert comp_stats.clip_fraction == rows_stats.clip_fraction > 0
     assert comp_stats.loss == pytest.approx(rows_stats.loss, abs=1e-5)
     assert comp_stats.mean_ratio == pytest.approx(rows_stats.mean_ratio, abs=1e-5)
-    assert comp_stats.max_logprob_diff == pytest.approx(rows_stats.max_logprob_diff, abs=1e-5)
+    assert comp_stats.mismatch.max == pytest.approx(rows_stats.mismatch.max, abs=1e-5)
     assert float(rows_grad.abs().max()) > 1e-3
     torch.testing.assert_close(comp_grad, rows_grad, atol=1e-5, rtol=0)
     # Whole trajectories per pass, as many as fit in 6 pairs.

@@ -92,7 +92,7 @@ def test_same_mask_seed_gives_ratio_one_under_any_micro_batching(
     assert torch.allclose(old, _old(model, batch, mbs=3), atol=1e-6, rtol=0)
     whole, stats = _loss(model, batch, old, mbs=8)
     split, split_stats = _loss(model, batch, old, mbs=3)
-    assert stats.max_logprob_diff <= 1e-6 and abs(stats.mean_ratio - 1) <= 1e-6 and stats.clip_fraction == 0
+    assert stats.mismatch.drift_max <= 1e-6 and abs(stats.mean_ratio - 1) <= 1e-6 and stats.clip_fraction == 0
     assert split_stats.forward_passes == 3 and stats.forward_passes == 1
     assert torch.allclose(whole, split, atol=1e-8, rtol=1e-5)
     assert not torch.allclose(old, _old(model, batch, seed=SEED + 1)), "a new seed is a new prompt-mask view"

@@ -65,7 +65,7 @@ def test_step_reports_on_policy_statistics_and_is_seeded() -> None:
     a = _trainer(AlgorithmConfig(name="agrpo", group_size=4, k=3, beta=0.05), grad_accumulation=2)
     stats = a.step()
     assert stats["pairs"] == 4 * 4 * 3 and stats["forward_passes"] == 2 * math.ceil(8 * 3 / 16)
-    assert stats["max_logprob_diff"] <= 1e-5 and stats["clip_fraction"] == 0 and stats["kl"] == 0
+    assert stats["rollout_mismatch_max"] <= 1e-5 and stats["clip_fraction"] == 0 and stats["kl"] == 0
     assert stats["grad_norm"] > 0 and stats["lr"] == pytest.approx(1e-2)
     second = a.step()
     assert second["kl"] > 0, "after one update the policy differs from its frozen reference"

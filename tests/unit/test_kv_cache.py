@@ -127,7 +127,7 @@ def _learner_mismatch(model: nn.Module, record: TrajectoryBatch, pad_id: int, ba
         banned_ids=banned,
     )
     assert stats.mean_ratio == pytest.approx(1.0, abs=1e-5)
-    return stats.max_logprob_diff
+    return stats.mismatch.max
 
 
 @pytest.mark.parametrize("shift", [False, True], ids=["unshifted", "shifted"])

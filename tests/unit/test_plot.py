@@ -51,7 +51,8 @@ def _write_metrics(run_dir: Path, steps: int = 60, keys: tuple[str, ...] | None 
             "clip_fraction": 0.02 * (step % 4),
             "zero_variance_fraction": 0.5 - 0.3 * step / steps,
             "kl": 0.001 * step,
-            "max_logprob_diff": 0.3 + 0.1 * math.sin(step),
+            "rollout_mismatch_max": 1e-3 * (1 + math.sin(step)),
+            "policy_drift_max": 0.3 + 0.1 * math.sin(step),
             "reward_std": 0.3 + 0.05 * math.cos(step),
             "completion_length": 18.0 - 4 * step / steps,
             "timesteps_per_s": 400.0 + 10 * math.sin(step),
@@ -191,7 +192,7 @@ def test_figures_name_the_run_and_task_and_keep_one_unit_per_axis(tmp_path: Path
     assert fig._suptitle.get_text() == "gsm-lr3 (sudoku): learner"
     units = {ax.get_ylabel(): _legend(ax) for ax in fig.axes}
     assert units["fraction"] == ["clipped tokens", "zero-variance groups"]
-    assert units["nats per token"] == ["KL to the reference", "log-prob mismatch (max)"]
+    assert units["nats per token"] == ["KL to the reference", "rollout/learner mismatch (max)", "policy drift (max)"]
     assert units["reward"] == ["reward mean", "reward std"]
     assert units["tokens"] == ["completion length (before EOS)"]
     assert {"loss", "gradient norm", "learning rate", "timesteps per second"} <= set(units)
