@@ -33,7 +33,7 @@ def recorded_and_exact(
     for lo in range(0, rows.size, pairs_per_call):
         tokens = build_step_tokens(record, rows[lo : lo + pairs_per_call], steps[lo : lo + pairs_per_call], pad_id)
         logp = step_token_logprobs(model_logits(model), tokens, record, banned_ids, device, block_spec(model))
-        recorded.append(tokens.old_logprob.double().numpy())
+        recorded.append(tokens.behaviour_logprob.double().numpy())
         exact.append(logp.double().cpu().numpy())
     return np.concatenate(recorded), np.concatenate(exact)
 

@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from rewards.generators import generate  # noqa: E402
 from rewards.grading import TimedGrader  # noqa: E402
-from rewards.tasks import task_module  # noqa: E402
+from rewards.tasks import load_task  # noqa: E402
 
 MATH500 = Path("/work/shared/data/math500_test.jsonl")
 
@@ -83,7 +83,7 @@ def main() -> None:
     print(f"threads: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, one grading child; batch {args.batch}")
     print(f"{'task':<10} {'items':>6} {'in-process/s':>13} {'timed child/s':>14} {'ratio':>6}")
     for task, (texts, refs) in sets.items():
-        grade = task_module(task).grade
+        grade = load_task(task).grade
         plain, expected = _rate(
             lambda t, r, grade=grade: [grade(x, y) for x, y in zip(t, r, strict=True)], texts, refs, args.batch
         )

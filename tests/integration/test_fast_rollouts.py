@@ -38,7 +38,7 @@ def test_threshold_rollouts_train_through_the_whole_loop(local_ray, tmp_path: Pa
     assert checksums["rollout"] == checksums["learner"]
     lines = metrics_lines(tmp_path)
     assert [line["step"] for line in lines] == [1, 2]
-    diffs = [line["max_logprob_diff"] for line in lines]
+    diffs = [line["rollout_mismatch_max"] for line in lines]
     if kv_cache == "off":
         assert all(d < 1e-4 for d in diffs), diffs
     else:
