@@ -76,6 +76,7 @@ def test_a_verl_parquet_with_an_entry_point_reward_trains_end_to_end(plugin_ray:
             f"data.task={GENERIC}",
             f"data.path={tmp_path}/{{split}}.parquet",
             "data.eval_split=test",
+            "evaluation.num_items=4",
             f"rewards.plugins=[{{name: {PLUGIN}}}]",
             f"learner.steps={steps}",
         ],

@@ -182,3 +182,28 @@ def test_numpy_and_python_numbers_are_both_exported(value: float) -> None:
     fake = FakeMetrics()
     RoleMetrics("r", factory=fake, keeper=idle_keeper()).set("agrpo_learner_lr", value)
     assert fake.objects["agrpo_learner_lr"].values == [("set", 0.5, {"run": "r"})]
+
+
+def test_resume_truncation_survives_a_torn_line_and_drops_an_evaluation_to_redo(tmp_path) -> None:
+    """A crash mid-write leaves a torn last line; resuming at step 2 keeps steps <= 2, and when the evaluation
+    of step 2 is to run again (it was cut short), its accuracy line goes too, so it is not written twice."""
+    import json
+
+    from common.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [
+        {"step": 0, "accuracy": 0.5},
+        {"step": 1, "prompts": [0], "loss": 1.0},
+        {"step": 2, "prompts": [1], "loss": 0.9},
+        {"step": 2, "accuracy": 0.6},
+        {"step": 3, "prompts": [2], "loss": 0.8},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 4, "prom')
+    log = MetricsLog(path)
+    log.truncate_after(2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == lines[:4]
+    log.truncate_after(2, drop_accuracy=True)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == lines[:3]
+    log.truncate_after(0, drop_accuracy=True)  # `--resume` without a checkpoint: the base evaluation runs again
+    assert path.read_text() == ""
