@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main
-from common.config import MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES, Config, build_config, load_config
+from common.config import Config, build_config, load_config
+from common.config_file import MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES
 from common.config_sections import MAX_ITEMS, Section
 from common.errors import ConfigError, brief
 
