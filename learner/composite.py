@@ -26,7 +26,13 @@ import torch
 
 from common.model.block_mask import BlockSpec, block_causal_mask
 from common.record import TrajectoryBatch
-from learner.logprobs import LogitsFn, banned_token_ids, sampling_temperature, truncated_logprobs
+from learner.logprobs import (
+    LogitsFn,
+    banned_token_ids,
+    committed_tokens,
+    sampling_temperature,
+    truncated_logprobs,
+)
 
 
 @dataclass
@@ -153,20 +159,12 @@ def build_composite_tokens(
     composite = build_composite(
         [batch.prompt_ids[t] for t in trajectories], batch.completion_ids[trajectories], copies, block, pad_id
     )
-    committed = (batch.unmask_step[rows].astype(np.int64) == steps[:, None]) & ~batch.filled[rows]
-    pair, pos = np.nonzero(committed)
-    src = rows[pair]
-    cols = composite.logit_columns(pair_copy[pair], pair_block[pair], pos)
-    allowed = None if batch.allowed_ids is None else torch.from_numpy(batch.allowed_ids[src, pos].astype(np.int64))
+    pair, pos, committed = committed_tokens(batch, rows, steps)
     return CompositeTokens(
         composite=composite,
         token_row=torch.from_numpy(pair_row[pair]),
-        token_col=torch.from_numpy(cols),
-        token_pair=torch.from_numpy(pair),
-        token_pos=torch.from_numpy(pos),
-        token_ids=torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
-        behaviour_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
-        allowed_ids=allowed,
+        token_col=torch.from_numpy(composite.logit_columns(pair_copy[pair], pair_block[pair], pos)),
+        **committed,
     )
 
 

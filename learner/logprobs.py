@@ -150,18 +150,29 @@ def build_step_tokens(batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarra
     steps = np.asarray(steps, dtype=np.int64)
     states = batch.state_at(rows, steps)
     ids, mask = left_pad([batch.prompt_ids[r] for r in rows], states, pad_id)
+    _, _, committed = committed_tokens(batch, rows, steps)
+    return StepTokens(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **committed)
+
+
+def committed_tokens(
+    batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor | None]]:
+    """The tokens committed at each (row, step) pair, EOS early-exit fills excluded: their pair index and
+    completion position, and the per-token fields every learner layout keeps (`StepTokens`, the composite one)."""
     committed = (batch.unmask_step[rows].astype(np.int64) == steps[:, None]) & ~batch.filled[rows]
     pair, pos = np.nonzero(committed)
     src = rows[pair]
     allowed = None if batch.allowed_ids is None else torch.from_numpy(batch.allowed_ids[src, pos].astype(np.int64))
-    return StepTokens(
-        input_ids=torch.from_numpy(ids),
-        attention_mask=torch.from_numpy(mask),
-        token_pair=torch.from_numpy(pair),
-        token_pos=torch.from_numpy(pos),
-        token_ids=torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
-        behaviour_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
-        allowed_ids=allowed,
+    return (
+        pair,
+        pos,
+        {
+            "token_pair": torch.from_numpy(pair),
+            "token_pos": torch.from_numpy(pos),
+            "token_ids": torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
+            "behaviour_logprob": torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
+            "allowed_ids": allowed,
+        },
     )
 
 
