@@ -274,6 +274,20 @@ def model_label(path: str) -> str:
     return p.name or path
 
 
+def curve_labels(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """Each curve's label; two that would read the same (`seed-0 step 100` of two runs under different folders)
+    are told apart by the nearest folder of their paths that differs (`exact/seed-0 step 100`)."""
+    labels = [entry.get("label") or model_label(str(entry.get("checkpoint", "checkpoint"))) for entry in entries]
+    if len(set(labels)) == len(labels):
+        return labels
+    paths = [Path(str(entry.get("checkpoint", ""))).parts for entry in entries]
+    for depth in range(1, min(len(parts) for parts in paths) + 1):
+        names = [parts[-depth] for parts in paths]
+        if len(set(names)) == len(names):
+            return [f"{name}/{label}" for name, label in zip(names, labels, strict=True)]
+    return [f"{label} ({index + 1})" for index, label in enumerate(labels)]
+
+
 def plot_accuracy_vs_steps(report: dict[str, Any], path: str | Path) -> Path:
     """`frontier_figure(report)` as a PNG at `path`."""
     return _save(frontier_figure(report), Path(path))
@@ -294,8 +308,9 @@ def frontier_figure(report: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(13.5 if has_nfe else 7.5, 4.8))
     ax = fig.add_subplot(1, 2 if has_nfe else 1, 1)
     all_steps = sorted({r["steps"] for entry in curves for r in entry["results"]})
+    labels = curve_labels(curves)
     for index, (entry, color) in enumerate(zip(curves, ("tab:red", "tab:gray"), strict=False)):
-        label = entry.get("label") or model_label(str(entry.get("checkpoint", "checkpoint")))
+        label = labels[index]
         points = sorted((r["steps"], r["accuracy"], int(r.get("n", report.get("n", 0)))) for r in entry["results"])
         dodge = 1.0 + DODGE * (index - (len(curves) - 1) / 2)  # overlapping bars of two curves stay readable
         xs = [x * dodge for x, _, _ in points]
@@ -328,8 +343,7 @@ def frontier_figure(report: dict[str, Any]) -> Figure:
 
 def _nfe_panel(ax: Axes, curves: Sequence[dict[str, Any]], accuracy: str) -> None:
     """Accuracy against the measured forward passes per item (NFE) of each evaluated setting."""
-    for entry, color in zip(curves, ("tab:red", "tab:gray"), strict=False):
-        label = entry.get("label") or model_label(str(entry.get("checkpoint", "checkpoint")))
+    for entry, color, label in zip(curves, ("tab:red", "tab:gray"), curve_labels(curves), strict=False):
         points = sorted((r["nfe"], 100.0 * r["accuracy"]) for r in entry["results"] if "nfe" in r)
         if points:
             ax.plot([x for x, _ in points], [y for _, y in points], marker="o", color=color, label=label)

@@ -13,6 +13,7 @@ from common.errors import DataError
 from common.plots import (
     RUN_PLOTS,
     RunName,
+    curve_labels,
     frontier_figure,
     learner_figure,
     model_label,
@@ -228,6 +229,20 @@ def test_models_are_labelled_by_run() -> None:
     assert model_label("runs/gsm/checkpoints/step-00000200") == "gsm step 200"
     assert model_label("runs/base-sudoku") == "base-sudoku"
     assert model_label("tiny") == "tiny"
+
+
+def test_two_runs_with_the_same_name_are_told_apart_by_their_folders() -> None:
+    same = [
+        {"checkpoint": "runs/fast/dual/seed-0", "label": "seed-0 step 100"},
+        {"checkpoint": "runs/fast/exact/seed-0"},
+    ]
+    same[1]["label"] = "seed-0 step 100"
+    assert curve_labels(same) == ["dual/seed-0 step 100", "exact/seed-0 step 100"]
+    assert curve_labels([{"label": "a"}, {"label": "b"}]) == ["a", "b"]
+    assert curve_labels([{"checkpoint": "x/run", "label": "run"}, {"checkpoint": "x/run", "label": "run"}]) == [
+        "run (1)",
+        "run (2)",
+    ]
 
 
 def test_frontier_labels_runs_shows_intervals_and_says_cell_accuracy() -> None:
