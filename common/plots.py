@@ -309,8 +309,7 @@ def frontier_figure(report: dict[str, Any]) -> Figure:
     ax = fig.add_subplot(1, 2 if has_nfe else 1, 1)
     all_steps = sorted({r["steps"] for entry in curves for r in entry["results"]})
     labels = curve_labels(curves)
-    for index, (entry, color) in enumerate(zip(curves, ("tab:red", "tab:gray"), strict=False)):
-        label = labels[index]
+    for index, (entry, color, label) in enumerate(zip(curves, ("tab:red", "tab:gray"), labels, strict=False)):
         points = sorted((r["steps"], r["accuracy"], int(r.get("n", report.get("n", 0)))) for r in entry["results"])
         dodge = 1.0 + DODGE * (index - (len(curves) - 1) / 2)  # overlapping bars of two curves stay readable
         xs = [x * dodge for x, _, _ in points]
@@ -337,13 +336,13 @@ def frontier_figure(report: dict[str, Any]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     if has_nfe:
-        _nfe_panel(fig.add_subplot(1, 2, 2), curves, accuracy)
+        _nfe_panel(fig.add_subplot(1, 2, 2), curves, labels, accuracy)
     return fig
 
 
-def _nfe_panel(ax: Axes, curves: Sequence[dict[str, Any]], accuracy: str) -> None:
+def _nfe_panel(ax: Axes, curves: Sequence[dict[str, Any]], labels: Sequence[str], accuracy: str) -> None:
     """Accuracy against the measured forward passes per item (NFE) of each evaluated setting."""
-    for entry, color, label in zip(curves, ("tab:red", "tab:gray"), curve_labels(curves), strict=False):
+    for entry, color, label in zip(curves, ("tab:red", "tab:gray"), labels, strict=False):
         points = sorted((r["nfe"], 100.0 * r["accuracy"]) for r in entry["results"] if "nfe" in r)
         if points:
             ax.plot([x for x, _ in points], [y for _, y in points], marker="o", color=color, label=label)

@@ -27,6 +27,7 @@ import torch
 from common.model.block_mask import BlockSpec, block_causal_mask
 from common.record import TrajectoryBatch
 from learner.logprobs import (
+    CommittedTokens,
     LogitsFn,
     banned_token_ids,
     committed_tokens,
@@ -113,26 +114,14 @@ def composite_logits(logits_fn: LogitsFn, composite: Composite, device: torch.de
 
 
 @dataclass
-class CompositeTokens:
-    """A composite micro-batch of whole trajectories and the tokens their sampled timesteps committed.
-
-    Mirrors learner.logprobs.StepTokens: `token_pair` is the index of a token's (row, step) pair within the
-    chunk, `token_pos` its completion position, and `token_row` / `token_col` say where its logits are in the
-    composite.
-    """
+class CompositeTokens(CommittedTokens):
+    """A composite micro-batch of whole trajectories and the tokens their sampled timesteps committed: as
+    learner.logprobs.StepTokens, with `token_row` / `token_col` saying where each token's logits are in the
+    composite."""
 
     composite: Composite
     token_row: torch.Tensor
     token_col: torch.Tensor
-    token_pair: torch.Tensor
-    token_pos: torch.Tensor
-    token_ids: torch.Tensor
-    behaviour_logprob: torch.Tensor
-    allowed_ids: torch.Tensor | None
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.token_pair.shape[0])
 
 
 def build_composite_tokens(
@@ -161,10 +150,10 @@ def build_composite_tokens(
     )
     pair, pos, committed = committed_tokens(batch, rows, steps)
     return CompositeTokens(
+        **vars(committed),
         composite=composite,
         token_row=torch.from_numpy(pair_row[pair]),
         token_col=torch.from_numpy(composite.logit_columns(pair_copy[pair], pair_block[pair], pos)),
-        **committed,
     )
 
 

@@ -123,16 +123,11 @@ def truncated_logprobs(
 
 
 @dataclass
-class StepTokens:
-    """A packed micro-batch of (row, step) pairs and the tokens each pair committed.
+class CommittedTokens:
+    """The tokens a chunk of (row, step) pairs committed, as every learner layout lists them: the pair each belongs
+    to, its completion position, its id, the log-prob the rollout recorded for it (the behaviour policy's,
+    learner/correction.py) and its allowed-token set under top-k/top-p."""
 
-    `input_ids`/`attention_mask` hold one left-padded [prompt, x_t] row per pair. The flat token arrays
-    list every committed token: the pair it belongs to, its completion position, its id and the log-prob the
-    rollout recorded for it (the behaviour policy's, learner/correction.py).
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
     token_pair: torch.Tensor
     token_pos: torch.Tensor
     token_ids: torch.Tensor
@@ -144,6 +139,15 @@ class StepTokens:
         return int(self.token_pair.shape[0])
 
 
+@dataclass
+class StepTokens(CommittedTokens):
+    """A packed micro-batch of (row, step) pairs: `input_ids`/`attention_mask` hold one left-padded [prompt, x_t]
+    row per pair, and the committed tokens' fields say which of its logits to score."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
 def build_step_tokens(batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarray, pad_id: int) -> StepTokens:
     """Rebuild x_t for each pair and list the tokens committed at t (EOS early-exit fills excluded)."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -151,29 +155,26 @@ def build_step_tokens(batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarra
     states = batch.state_at(rows, steps)
     ids, mask = left_pad([batch.prompt_ids[r] for r in rows], states, pad_id)
     _, _, committed = committed_tokens(batch, rows, steps)
-    return StepTokens(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **committed)
+    return StepTokens(**vars(committed), input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
 
 
 def committed_tokens(
     batch: TrajectoryBatch, rows: np.ndarray, steps: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor | None]]:
-    """The tokens committed at each (row, step) pair, EOS early-exit fills excluded: their pair index and
-    completion position, and the per-token fields every learner layout keeps (`StepTokens`, the composite one)."""
+) -> tuple[np.ndarray, np.ndarray, CommittedTokens]:
+    """The tokens committed at each (row, step) pair, EOS early-exit fills excluded, with their pair index and
+    completion position as arrays too (the composite layout maps them to logit columns)."""
     committed = (batch.unmask_step[rows].astype(np.int64) == steps[:, None]) & ~batch.filled[rows]
     pair, pos = np.nonzero(committed)
     src = rows[pair]
     allowed = None if batch.allowed_ids is None else torch.from_numpy(batch.allowed_ids[src, pos].astype(np.int64))
-    return (
-        pair,
-        pos,
-        {
-            "token_pair": torch.from_numpy(pair),
-            "token_pos": torch.from_numpy(pos),
-            "token_ids": torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
-            "behaviour_logprob": torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
-            "allowed_ids": allowed,
-        },
+    tokens = CommittedTokens(
+        token_pair=torch.from_numpy(pair),
+        token_pos=torch.from_numpy(pos),
+        token_ids=torch.from_numpy(batch.completion_ids[src, pos].astype(np.int64)),
+        behaviour_logprob=torch.from_numpy(batch.logprob[src, pos].astype(np.float32)),
+        allowed_ids=allowed,
     )
+    return pair, pos, tokens
 
 
 def step_token_logprobs(
